@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from accounts.models import ApiKey, ApiKeyScope, User
+from core.serializers import StrictSerializer
+
+
+class MeSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = User
+        fields = ["id", "email", "first_name", "last_name", "is_staff", "date_joined"]
+        read_only_fields = fields
+
+
+class ApiKeySerializer(serializers.ModelSerializer):
+    scopes = serializers.SerializerMethodField()
+    status = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ApiKey
+        fields = ["id", "name", "prefix", "scope", "scopes", "status", "created_at", "expires_at", "revoked_at", "last_used_at"]
+        read_only_fields = fields
+
+    def get_scopes(self, obj: ApiKey) -> list[str]:
+        return ["read", "trade"] if obj.can_trade else ["read"]
+
+    def get_status(self, obj: ApiKey) -> str:
+        if obj.is_revoked:
+            return "revoked"
+        if obj.is_expired():
+            return "expired"
+        return "active"
+
+
+class ApiKeyCreateSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=100)
+    scope = serializers.ChoiceField(choices=ApiKeyScope.choices, required=False)
+    scopes = serializers.ListField(child=serializers.ChoiceField(choices=ApiKeyScope.choices), required=False, allow_empty=False)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+
+    def validate(self, attrs: dict) -> dict:
+        scopes = attrs.pop("scopes", None)
+        if scopes is not None and "scope" in attrs:
+            raise serializers.ValidationError({"scopes": ["Give scope or scopes, not both."]})
+        if scopes is not None:
+            attrs["scope"] = ApiKeyScope.TRADE if ApiKeyScope.TRADE in scopes else ApiKeyScope.READ
+        return attrs
+
+
+class ApiKeyCreatedSerializer(ApiKeySerializer):
+    key = serializers.CharField(help_text="The secret key. Shown once; store it now.")
+
+    class Meta(ApiKeySerializer.Meta):
+        fields = [*ApiKeySerializer.Meta.fields, "key"]
+        read_only_fields = fields

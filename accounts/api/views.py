@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.api.serializers import ApiKeyCreatedSerializer, ApiKeyCreateSerializer, ApiKeySerializer, MeSerializer
+from accounts.models import ApiKey
+from accounts.services import api_key_create, api_key_revoke_for_user
+
+
+class MeView(APIView):
+    @extend_schema(responses=MeSerializer, operation_id="me")
+    def get(self, request: Request) -> Response:
+        return Response(MeSerializer(request.user).data)
+
+
+class ApiKeyListCreateView(generics.ListAPIView):
+    serializer_class = ApiKeySerializer
+    throttle_scope = "api_keys"
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return ApiKey.objects.filter(user=self.request.user)
+
+    @extend_schema(request=ApiKeyCreateSerializer, responses={201: ApiKeyCreatedSerializer}, operation_id="api_keys_create")
+    def post(self, request: Request) -> Response:
+        data = ApiKeyCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        issued = api_key_create(user=request.user, **data.validated_data)  # type: ignore[arg-type]
+        body = ApiKeySerializer(issued.api_key).data | {"key": issued.key}
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class ApiKeyDetailView(APIView):
+    @extend_schema(responses={204: None}, operation_id="api_keys_revoke")
+    def delete(self, request: Request, pk: int) -> Response:
+        api_key_revoke_for_user(user=request.user, api_key_id=pk)  # type: ignore[arg-type]
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.permissions import SAFE_METHODS, BasePermission
+from rest_framework.request import Request
+
+from accounts.models import ApiKey
+
+
+class ApiKeyScopePermission(BasePermission):
+    """A ``read``-scope key may only read: 403 on POST, PUT, PATCH and DELETE."""
+
+    message = "This API key has the read scope; trading and changes need the trade scope."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if isinstance(request.auth, ApiKey) and request.method not in SAFE_METHODS:
+            return request.auth.can_trade
+        return True

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from brokers.models import BrokerAccount, BrokerKind, Environment, PositionMode
+from brokers.services import CREDENTIAL_FIELDS
+from core.serializers import StrictSerializer
+
+
+class BrokerAccountSerializer(serializers.ModelSerializer):
+    has_credentials = serializers.BooleanField(read_only=True)
+    required_credentials = serializers.SerializerMethodField()
+
+    class Meta:
+        model = BrokerAccount
+        fields = [
+            "id",
+            "kind",
+            "label",
+            "environment",
+            "position_mode",
+            "base_currency",
+            "broker_account_number",
+            "broker_product_code",
+            "broker_user_id",
+            "exchange_id",
+            "has_credentials",
+            "required_credentials",
+            "status",
+            "trading_enabled",
+            "last_synced_at",
+            "last_error",
+            "last_error_at",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_required_credentials(self, obj: BrokerAccount) -> list[str]:
+        return list(CREDENTIAL_FIELDS.get(obj.kind, ()))
+
+
+class _AccountFieldsMixin(serializers.Serializer):
+    label = serializers.CharField(max_length=100)
+    environment = serializers.ChoiceField(choices=Environment.choices)
+    position_mode = serializers.ChoiceField(choices=PositionMode.choices)
+    base_currency = serializers.RegexField(r"^[A-Za-z]{2,10}$", max_length=10)
+    broker_account_number = serializers.CharField(max_length=32, allow_blank=True)
+    broker_product_code = serializers.CharField(max_length=8, allow_blank=True)
+    broker_user_id = serializers.CharField(max_length=64, allow_blank=True)
+    exchange_id = serializers.CharField(max_length=32, allow_blank=True)
+    credentials = serializers.DictField(
+        child=serializers.CharField(allow_blank=False),
+        write_only=True,
+        help_text="Broker secrets (write-only; never returned).",
+    )
+
+
+class BrokerAccountCreateSerializer(StrictSerializer, _AccountFieldsMixin):
+    kind = serializers.ChoiceField(choices=BrokerKind.choices, default=BrokerKind.PAPER)
+
+    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        for name, field in self.fields.items():
+            if name != "label":
+                field.required = False
+
+
+class BrokerAccountUpdateSerializer(StrictSerializer, _AccountFieldsMixin):
+    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            field.required = False

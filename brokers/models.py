@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class BrokerKind(models.TextChoices):
+    PAPER = "paper", "Paper"
+    KIS = "kis", "Korea Investment & Securities"
+    CCXT = "ccxt", "Crypto exchange (CCXT)"
+    KITE = "kite", "Zerodha Kite"
+
+
+class Environment(models.TextChoices):
+    PAPER = "paper", "Paper / testnet"
+    LIVE = "live", "Live"
+
+
+class PositionMode(models.TextChoices):
+    NETTING = "netting", "Netting"
+    HEDGING = "hedging", "Hedging"
+
+
+class AccountStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    DISABLED = "disabled", "Disabled"
+    ERROR = "error", "Error"
+
+
+class BrokerAccount(models.Model):
+    """A trading account at one broker (the "account" of the API)."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="broker_accounts")
+    kind = models.CharField(max_length=10, choices=BrokerKind.choices, default=BrokerKind.PAPER)
+    label = models.CharField(max_length=100)
+    environment = models.CharField(max_length=10, choices=Environment.choices, default=Environment.PAPER)
+    position_mode = models.CharField(max_length=10, choices=PositionMode.choices, default=PositionMode.NETTING)
+    base_currency = models.CharField(max_length=10, default="USD")
+    # Broker-side identity: KIS account number + product code, Kite user id,
+    # the CCXT exchange id. Not secret.
+    broker_account_number = models.CharField(max_length=32, blank=True)
+    broker_product_code = models.CharField(max_length=8, blank=True)
+    broker_user_id = models.CharField(max_length=64, blank=True)
+    exchange_id = models.CharField(max_length=32, blank=True, help_text="CCXT exchange id, e.g. binance.")
+    # JSON of secrets, encrypted (``enc:v1:...``). Write-only everywhere.
+    credentials_encrypted = models.TextField(blank=True, default="")
+    status = models.CharField(max_length=10, choices=AccountStatus.choices, default=AccountStatus.ACTIVE)
+    trading_enabled = models.BooleanField(default=True, help_text="Staff kill switch: off refuses new orders.")
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["owner", "kind"])]
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.kind}, #{self.pk})"
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.credentials_encrypted)

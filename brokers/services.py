@@ -1,0 +1,166 @@
+"""Broker accounts and their credentials: every write goes through here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import User
+from brokers.crypto import CredentialError, decrypt_json, encrypt_json, rotate_value
+from brokers.models import AccountStatus, BrokerAccount, BrokerKind, Environment, PositionMode
+from core.exceptions import InvalidInput, NotFound
+
+# Credential fields each broker kind needs (the adapters read these names).
+CREDENTIAL_FIELDS: dict[str, tuple[str, ...]] = {
+    BrokerKind.PAPER: (),
+    BrokerKind.KIS: ("app_key", "app_secret"),
+    BrokerKind.CCXT: ("api_key", "secret"),
+    BrokerKind.KITE: ("api_key", "api_secret"),
+}
+OPTIONAL_CREDENTIAL_FIELDS: dict[str, tuple[str, ...]] = {
+    BrokerKind.PAPER: (),
+    BrokerKind.KIS: ("hts_id",),
+    BrokerKind.CCXT: ("password", "uid"),
+    BrokerKind.KITE: ("access_token",),
+}
+
+EDITABLE_FIELDS = (
+    "label",
+    "environment",
+    "position_mode",
+    "base_currency",
+    "broker_account_number",
+    "broker_product_code",
+    "broker_user_id",
+    "exchange_id",
+)
+
+
+def _check_credentials(kind: str, credentials: dict[str, Any]) -> dict[str, str]:
+    allowed = set(CREDENTIAL_FIELDS[kind]) | set(OPTIONAL_CREDENTIAL_FIELDS[kind])
+    unknown = sorted(set(credentials) - allowed)
+    errors: dict[str, list[str]] = {}
+    if unknown:
+        errors["credentials"] = [f"Unknown credential field(s) for {kind}: {', '.join(unknown)}."]
+    for key, value in credentials.items():
+        if not isinstance(value, str) or not value:
+            errors[f"credentials.{key}"] = ["Must be a non-empty string."]
+    if errors:
+        raise InvalidInput(fields=errors)
+    return dict(credentials)
+
+
+def broker_account_create(
+    *,
+    owner: User,
+    kind: str = BrokerKind.PAPER,
+    label: str,
+    environment: str = Environment.PAPER,
+    position_mode: str = PositionMode.NETTING,
+    base_currency: str = "USD",
+    credentials: dict[str, Any] | None = None,
+    **broker_fields: str,
+) -> BrokerAccount:
+    if kind not in BrokerKind.values:
+        raise InvalidInput(fields={"kind": [f"Must be one of {', '.join(BrokerKind.values)}."]})
+    if environment not in Environment.values:
+        raise InvalidInput(fields={"environment": [f"Must be one of {', '.join(Environment.values)}."]})
+    if position_mode not in PositionMode.values:
+        raise InvalidInput(fields={"position_mode": [f"Must be one of {', '.join(PositionMode.values)}."]})
+    unknown = set(broker_fields) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise InvalidInput(fields={k: ["Unknown field."] for k in unknown})
+    if kind == BrokerKind.CCXT and not broker_fields.get("exchange_id"):
+        raise InvalidInput(fields={"exchange_id": ["Required for a CCXT account."]})
+    account = BrokerAccount(
+        owner=owner,
+        kind=kind,
+        label=label.strip(),
+        environment=environment,
+        position_mode=position_mode,
+        base_currency=base_currency.upper(),
+        **broker_fields,
+    )
+    if credentials:
+        account.credentials_encrypted = encrypt_json(_check_credentials(kind, credentials))
+    account.save()
+    return account
+
+
+def broker_account_update(*, account: BrokerAccount, credentials: dict[str, Any] | None = None, **changes: Any) -> BrokerAccount:
+    unknown = set(changes) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise InvalidInput(fields={k: ["Unknown or read-only field."] for k in unknown})
+    if "environment" in changes and changes["environment"] not in Environment.values:
+        raise InvalidInput(fields={"environment": [f"Must be one of {', '.join(Environment.values)}."]})
+    if "position_mode" in changes and changes["position_mode"] not in PositionMode.values:
+        raise InvalidInput(fields={"position_mode": [f"Must be one of {', '.join(PositionMode.values)}."]})
+    with transaction.atomic():
+        locked = BrokerAccount.objects.select_for_update().get(pk=account.pk)
+        for key, value in changes.items():
+            setattr(locked, key, value.upper() if key == "base_currency" else value)
+        if credentials is not None:
+            locked.credentials_encrypted = encrypt_json(_check_credentials(locked.kind, credentials)) if credentials else ""
+        locked.save()
+    return locked
+
+
+def broker_account_set_credentials(*, account: BrokerAccount, credentials: dict[str, Any], merge: bool = True) -> BrokerAccount:
+    """Replace (or merge into) the stored secrets of ``account``."""
+    current = broker_account_credentials(account=account) if merge and account.credentials_encrypted else {}
+    return broker_account_update(account=account, credentials={**current, **credentials})
+
+
+def broker_account_set_environment(*, account: BrokerAccount, environment: str) -> BrokerAccount:
+    return broker_account_update(account=account, environment=environment)
+
+
+def broker_account_set_trading_enabled(*, account: BrokerAccount, enabled: bool) -> BrokerAccount:
+    """The staff kill switch. Off: new orders refused, cancels still allowed."""
+    BrokerAccount.objects.filter(pk=account.pk).update(trading_enabled=enabled, updated_at=timezone.now())
+    account.refresh_from_db(fields=["trading_enabled", "updated_at"])
+    return account
+
+
+def broker_account_set_status(*, account: BrokerAccount, status: str, error: str = "") -> BrokerAccount:
+    if status not in AccountStatus.values:
+        raise InvalidInput(fields={"status": [f"Must be one of {', '.join(AccountStatus.values)}."]})
+    fields: dict[str, Any] = {"status": status, "updated_at": timezone.now()}
+    if error:
+        fields.update(last_error=error, last_error_at=timezone.now())
+    BrokerAccount.objects.filter(pk=account.pk).update(**fields)
+    account.refresh_from_db()
+    return account
+
+
+def broker_account_credentials(*, account: BrokerAccount) -> dict[str, Any]:
+    """Decrypted secrets, for adapters only. Never return these from an API."""
+    return decrypt_json(account.credentials_encrypted)
+
+
+def broker_account_get_for_user(*, user: User, account_id: int) -> BrokerAccount:
+    account = BrokerAccount.objects.filter(owner=user, pk=account_id).first()
+    if account is None:
+        raise NotFound("No such account.")
+    return account
+
+
+def broker_keys_rotate() -> tuple[int, int]:
+    """Re-encrypt every stored credential under the newest key.
+
+    Returns (rotated, failed). A row no configured key decrypts is counted as
+    failed and left untouched rather than lost."""
+    rotated = failed = 0
+    for pk in BrokerAccount.objects.exclude(credentials_encrypted="").values_list("pk", flat=True).iterator():
+        with transaction.atomic():
+            account = BrokerAccount.objects.select_for_update().get(pk=pk)
+            try:
+                account.credentials_encrypted = rotate_value(account.credentials_encrypted)
+            except CredentialError:
+                failed += 1
+                continue
+            account.save(update_fields=["credentials_encrypted"])
+            rotated += 1
+    return rotated, failed

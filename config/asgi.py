@@ -1,0 +1,53 @@
+"""ASGI entry point: HTTP and the WebSocket gateway, plus the in-process loops
+on the embedded default."""
+
+import os
+import sys
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+
+from core import loops  # noqa: E402
+from streams.routing import websocket_urlpatterns  # noqa: E402
+
+
+class StartLoops:
+    """Starts the registered loops inside this process's event loop.
+
+    daphne has no lifespan events, so the loops start when the reactor runs
+    (and, as a fallback for other servers, on the first connection)."""
+
+    def __init__(self, app):  # type: ignore[no-untyped-def]
+        self.app = app
+        self.started = False
+        if "twisted.internet.reactor" in sys.modules:
+            from twisted.internet import reactor
+
+            reactor.callWhenRunning(self.start)  # type: ignore[attr-defined]
+
+    def start(self) -> None:
+        if not self.started:
+            self.started = True
+            loops.start_in_process()
+
+    async def __call__(self, scope, receive, send):  # type: ignore[no-untyped-def]
+        if not self.started and scope["type"] != "lifespan":
+            self.start()
+        return await self.app(scope, receive, send)
+
+
+application = ProtocolTypeRouter(
+    {
+        "http": ASGIStaticFilesHandler(django_asgi_app),
+        "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+    }
+)
+if settings.RUN_LOOPS_IN_PROCESS:
+    application = StartLoops(application)

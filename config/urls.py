@@ -1,0 +1,26 @@
+from django.contrib import admin
+from django.urls import include, path, re_path
+from django.views.generic import RedirectView
+
+from core import views as core_views
+from core.urls import route
+
+api_v1 = [
+    path("", include("core.api_urls")),
+    path("", include("accounts.api.urls")),
+    path("", include("brokers.api.urls")),
+    path("", include("streams.urls")),
+]
+
+urlpatterns = [
+    path("api/v1/", include(api_v1)),
+    # Anything else under /api/ answers 404 in the error shape, never an HTML page.
+    re_path(r"^api/", core_views.api_not_found),
+    *route("metrics", core_views.metrics_view, name="metrics"),
+    path("admin/", admin.site.urls),
+    path("accounts/", include("allauth.urls")),
+    path("", RedirectView.as_view(url="/admin/", permanent=False), name="home"),
+]
+
+handler404 = "core.handlers.page_not_found"
+handler500 = "core.handlers.server_error"

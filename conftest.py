@@ -1,0 +1,121 @@
+"""Root fixtures: named users (alice, bob), API keys, clients, real servers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+from rest_framework.test import APIClient
+
+hypothesis_settings.register_profile("ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.register_profile("dev", max_examples=20, deadline=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+@pytest.fixture
+def alice(db):
+    from accounts.services import user_create
+
+    return user_create(email="alice@example.com", password="alice-pass-123")
+
+
+@pytest.fixture
+def bob(db):
+    from accounts.services import user_create
+
+    return user_create(email="bob@example.com", password="bob-pass-123")
+
+
+@pytest.fixture
+def staff(db):
+    from accounts.services import user_create
+
+    return user_create(email="staff@example.com", password="staff-pass-123", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def alice_key(alice) -> str:
+    from accounts.services import api_key_create
+
+    return api_key_create(user=alice, name="alice trade", scope="trade").key
+
+
+@pytest.fixture
+def alice_read_key(alice) -> str:
+    from accounts.services import api_key_create
+
+    return api_key_create(user=alice, name="alice read", scope="read").key
+
+
+@pytest.fixture
+def bob_key(bob) -> str:
+    from accounts.services import api_key_create
+
+    return api_key_create(user=bob, name="bob trade", scope="trade").key
+
+
+@pytest.fixture
+def expired_key(alice) -> str:
+    from accounts.models import ApiKey
+    from accounts.services import api_key_create
+
+    issued = api_key_create(user=alice, name="old", scope="trade", expires_at=timezone.now() + timedelta(seconds=30))
+    ApiKey.objects.filter(pk=issued.api_key.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    return issued.key
+
+
+@pytest.fixture
+def api() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def alice_api(alice_key) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=alice_key)
+    return client
+
+
+@pytest.fixture
+def bob_api(bob_key) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=bob_key)
+    return client
+
+
+@pytest.fixture(scope="session")
+def server_tmp(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("servers")
+
+
+@pytest.fixture(scope="session")
+def live_server_process(django_db_setup, django_db_blocker, server_tmp) -> Iterator:
+    """A real daphne process serving the test database (session-wide).
+
+    Tests using it must commit their data: mark them
+    ``@pytest.mark.django_db(transaction=True)``."""
+    from tests.servers import run_daphne
+
+    with (
+        django_db_blocker.unblock(),
+        run_daphne(server_tmp, WS_HEARTBEAT_INTERVAL="2", WS_PONG_TIMEOUT="2", SYSTEM_STATUS_INTERVAL="0.5") as server,
+    ):
+        yield server
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, django_db_blocker, server_tmp) -> Iterator:
+    """A real Celery worker on the Redis broker (production mode only)."""
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        pytest.skip("embedded default: Celery runs eagerly in process")
+    from tests.servers import run_celery_worker
+
+    with django_db_blocker.unblock(), run_celery_worker(server_tmp) as worker:
+        yield worker

@@ -1,0 +1,39 @@
+"""Structured JSON logs with the request id on every line and secrets masked."""
+
+from __future__ import annotations
+
+import logging
+
+from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
+
+from core.context import current_request_id
+from core.masking import mask_secrets, mask_text
+
+_STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "request_id"}
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "request_id", None):
+            record.request_id = current_request_id() or "-"
+        return True
+
+
+class MaskSecretsFilter(logging.Filter):
+    """Masks the rendered message and any ``extra`` fields before formatting."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string must not lose the line
+            message = str(record.msg)
+        record.msg = mask_text(message)
+        record.args = ()
+        for key, value in list(record.__dict__.items()):
+            if key not in _STANDARD_ATTRS:
+                setattr(record, key, mask_secrets({key: value})[key])
+        return True
+
+
+class JsonFormatter(_JsonFormatter):
+    pass

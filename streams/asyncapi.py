@@ -1,0 +1,100 @@
+"""The AsyncAPI document of ``/api/v1/ws``: the gateway's frames plus every
+registered channel family's own entries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+from streams.registry import channel_handlers
+
+_ERROR = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "fields": {"type": "object"},
+                "request_id": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+
+CLIENT_OPS: dict[str, dict[str, Any]] = {
+    "auth": {"api_key": {"type": "string"}},
+    "subscribe": {"channel": {"type": "string"}},
+    "unsubscribe": {"channel": {"type": "string"}},
+    "bars.subscribe": {"symbol": {"type": "string"}, "resolution": {"type": "string"}},
+    "bars.unsubscribe": {"symbol": {"type": "string"}, "resolution": {"type": "string"}},
+    "ping": {"data": {}},
+    "pong": {"data": {"description": "The data of the server's ping, echoed."}},
+    "command": {
+        "account_id": {"type": "integer"},
+        "command": {"type": "string"},
+        "request_id": {"type": "string"},
+        "payload": {"type": "object"},
+    },
+}
+
+SERVER_TYPES = ["hello", "subscribed", "unsubscribed", "snapshot", "update", "ack", "error", "ping", "pong"]
+
+
+def document() -> dict[str, Any]:
+    client_messages = {
+        f"op.{op}": {
+            "name": op,
+            "payload": {
+                "type": "object",
+                "required": ["op"],
+                "properties": {"op": {"const": op}, "request_id": {"type": "string"}, **fields},
+            },
+        }
+        for op, fields in CLIENT_OPS.items()
+    }
+    server_messages = {
+        f"type.{kind}": {
+            "name": kind,
+            "payload": {
+                "type": "object",
+                "required": ["type"],
+                "properties": {
+                    "type": {"const": kind},
+                    "channel": {"type": "string"},
+                    "seq": {"type": "integer"},
+                    "request_id": {"type": ["string", "null"]},
+                    "data": _ERROR if kind == "error" else {},
+                },
+            },
+        }
+        for kind in SERVER_TYPES
+    }
+    channels: dict[str, Any] = {
+        "/api/v1/ws": {
+            "description": (
+                "The one WebSocket endpoint. Authenticate with the X-API-Key header, a session cookie "
+                "(browser, allowed Origin), or an auth frame. Subscribe to channels below. Each channel "
+                "has its own seq: account channels are gap-free (first update = snapshot.seq + 1), "
+                "market channels deliver the latest value. Close codes: 4001 unauthenticated, "
+                "4003 foreign origin, 4008 pong timeout."
+            ),
+            "publish": {"message": {"oneOf": [{"$ref": f"#/components/messages/{name}"} for name in client_messages]}},
+            "subscribe": {"message": {"oneOf": [{"$ref": f"#/components/messages/{name}"} for name in server_messages]}},
+        }
+    }
+    for handler in channel_handlers().values():
+        channels.update(handler.asyncapi_channels())
+    return {
+        "asyncapi": "2.6.0",
+        "info": {
+            "title": "Trading Terminal streams",
+            "version": settings.VERSION,
+            "description": f"Heartbeat every {settings.WS_HEARTBEAT_INTERVAL}s; answer within {settings.WS_PONG_TIMEOUT}s.",
+        },
+        "defaultContentType": "application/json",
+        "channels": channels,
+        "components": {"messages": {**client_messages, **server_messages}},
+    }

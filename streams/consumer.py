@@ -1,0 +1,379 @@
+"""The WebSocket gateway at ``/api/v1/ws`` (DESIGN.md "Streams").
+
+Client frames carry ``op``, server frames ``type``. Thin: authentication,
+subscriptions and heartbeats live here; channel semantics live in the handlers
+apps register (``streams.registry``), commands in the OMS services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from accounts.models import ApiKey, User
+from accounts.services import api_key_authenticate
+from core.exceptions import DomainError, error_body
+from streams import frames
+from streams.frames import CLOSE_FORBIDDEN_ORIGIN, CLOSE_PONG_TIMEOUT, CLOSE_UNAUTHENTICATED, StreamEvent
+from streams.publish import group_for
+from streams.registry import command_handler, handler_for
+
+logger = logging.getLogger(__name__)
+
+MAX_SUBSCRIPTIONS = 200
+MAX_FRAME_BYTES = 64 * 1024
+
+
+@dataclass
+class Subscription:
+    channel: str
+    latest_value: bool
+    snapshot_seq: int | None = None  # None while the snapshot is being built
+    buffered: list[StreamEvent] = field(default_factory=list)
+    pending_frame: str | None = None  # coalesced latest value awaiting flush
+    last_sent: float = 0.0
+    flush_task: asyncio.Task | None = None
+
+
+def _origin_allowed(origin: str, host: str) -> bool:
+    parsed = urlsplit(origin)
+    if not parsed.scheme or not parsed.netloc:
+        return False
+    if parsed.netloc.lower() == host.lower():
+        return True  # same origin as the page that opened the socket
+    allowed = {o.rstrip("/").lower() for o in [*settings.WS_ALLOWED_ORIGINS, *settings.CSRF_TRUSTED_ORIGINS]}
+    return origin.rstrip("/").lower() in allowed
+
+
+class GatewayConsumer(AsyncWebsocketConsumer):
+    user: User | None
+    api_key: ApiKey | None
+
+    async def connect(self) -> None:
+        self.user = None
+        self.api_key = None
+        self.subs: dict[str, Subscription] = {}
+        self.groups_joined: set[str] = set()
+        self.pending_ping: float | None = None
+        self.tasks: list[asyncio.Task] = []
+        self.closed = False
+
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.scope.get("headers", [])}
+        origin = headers.get("origin")
+        if origin is not None and not _origin_allowed(origin, headers.get("host", "")):
+            # Closing before accept refuses the handshake (HTTP 403).
+            await self.close(code=CLOSE_FORBIDDEN_ORIGIN)
+            return
+
+        raw_key = headers.get("x-api-key")
+        session_user = self.scope.get("user")
+        await self.accept()
+        if raw_key is not None:
+            if not await self._authenticate_key(raw_key, request_id=None):
+                return
+        elif origin is not None and session_user is not None and session_user.is_authenticated:
+            # A session cookie counts only from an allowed browser Origin.
+            self.user = session_user
+            await self._send_hello(None, "session")
+        else:
+            self.tasks.append(asyncio.ensure_future(self._auth_deadline()))
+        self.tasks.append(asyncio.ensure_future(self._heartbeat()))
+
+    async def disconnect(self, code: int) -> None:
+        self.closed = True
+        for task in self.tasks:
+            task.cancel()
+        for sub in getattr(self, "subs", {}).values():
+            if sub.flush_task:
+                sub.flush_task.cancel()
+        for group in list(getattr(self, "groups_joined", ())):
+            try:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            except Exception:  # the layer may be the thing that went away
+                logger.warning("group_discard failed on disconnect", exc_info=True)
+
+    # --- sending -----------------------------------------------------------------
+
+    async def send_frame(self, frame: frames.ServerFrame | dict[str, Any]) -> None:
+        if not self.closed:
+            await self.send(text_data=frames.encode(frame))
+
+    async def send_error(self, request_id: Any, code: str, message: str, fields: dict | None = None) -> None:
+        await self.send_frame({"type": "error", "request_id": request_id, "data": error_body(code, message, fields)})
+
+    async def _close(self, code: int) -> None:
+        self.closed = True
+        await self.close(code=code)
+
+    # --- authentication ---------------------------------------------------------------
+
+    async def _authenticate_key(self, raw_key: str, request_id: Any) -> bool:
+        api_key = await database_sync_to_async(api_key_authenticate)(raw_key=raw_key)
+        if api_key is None:
+            await self.send_error(request_id, "authentication_failed", "Invalid, revoked or expired API key.")
+            await self._close(CLOSE_UNAUTHENTICATED)
+            return False
+        self.api_key = api_key
+        self.user = api_key.user
+        await self._send_hello(request_id, "api_key")
+        return True
+
+    async def _send_hello(self, request_id: Any, method: str) -> None:
+        assert self.user is not None
+        await self.send_frame(
+            {
+                "type": "hello",
+                "request_id": request_id,
+                "data": {
+                    "server_version": settings.VERSION,
+                    "user": {"id": self.user.pk, "email": self.user.email},
+                    "auth": method,
+                    "scope": self.api_key.scope if self.api_key else "trade",
+                    "heartbeat_interval": settings.WS_HEARTBEAT_INTERVAL,
+                    "pong_timeout": settings.WS_PONG_TIMEOUT,
+                },
+            }
+        )
+
+    async def _auth_deadline(self) -> None:
+        await asyncio.sleep(settings.WS_AUTH_TIMEOUT)
+        if self.user is None and not self.closed:
+            await self.send_error(None, "not_authenticated", "Authenticate with X-API-Key, a session, or an auth frame.")
+            await self._close(CLOSE_UNAUTHENTICATED)
+
+    # --- heartbeat ---------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        # daphne buffers without backpressure, so a stalled reader is found by
+        # the application: a ping it does not answer in time closes it.
+        interval, timeout = settings.WS_HEARTBEAT_INTERVAL, settings.WS_PONG_TIMEOUT
+        next_ping = time.monotonic() + interval
+        while not self.closed:
+            await asyncio.sleep(max(0.0, next_ping - time.monotonic()))
+            token = time.time()
+            self.pending_ping = token
+            await self.send_frame({"type": "ping", "data": {"ts": token}})
+            next_ping += interval
+            await asyncio.sleep(timeout)
+            if self.pending_ping == token and not self.closed:
+                logger.info("closing websocket: pong timeout")
+                await self._close(CLOSE_PONG_TIMEOUT)
+                return
+
+    # --- receiving ---------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is None or len(text_data) > MAX_FRAME_BYTES:
+            await self.send_error(None, "bad_frame", "Frames are JSON text objects of at most 64 KiB.")
+            return
+        try:
+            message = frames.decode(text_data)
+        except ValueError:
+            await self.send_error(None, "bad_frame", "The frame is not valid JSON.")
+            return
+        if not isinstance(message, dict) or not isinstance(message.get("op"), str):
+            await self.send_error(None, "bad_frame", "A frame is a JSON object with an 'op'.")
+            return
+        op = message["op"]
+        request_id = message.get("request_id")
+        if op == "ping":
+            await self.send_frame({"type": "pong", "request_id": request_id, "data": message.get("data")})
+            return
+        if op == "pong":
+            self.pending_ping = None
+            return
+        if op == "auth":
+            await self._op_auth(message, request_id)
+            return
+        if self.user is None:
+            await self.send_error(request_id, "not_authenticated", "Send an auth frame first.")
+            return
+        handler = {
+            "subscribe": self._op_subscribe,
+            "unsubscribe": self._op_unsubscribe,
+            "bars.subscribe": self._op_bars_subscribe,
+            "bars.unsubscribe": self._op_bars_unsubscribe,
+            "command": self._op_command,
+        }.get(op)
+        if handler is None:
+            await self.send_error(request_id, "unknown_op", f"Unknown op '{op[:50]}'.")
+            return
+        try:
+            await handler(message, request_id)
+        except DomainError as exc:
+            await self.send_error(request_id, exc.code, exc.message, exc.fields)
+
+    async def _op_auth(self, message: dict[str, Any], request_id: Any) -> None:
+        if self.user is not None:
+            await self.send_error(request_id, "already_authenticated", "This connection is authenticated.")
+            return
+        raw_key = message.get("api_key")
+        if not isinstance(raw_key, str):
+            await self.send_error(request_id, "authentication_failed", "The auth frame needs an 'api_key' string.")
+            await self._close(CLOSE_UNAUTHENTICATED)
+            return
+        await self._authenticate_key(raw_key, request_id)
+
+    @staticmethod
+    def _channel_of(message: dict[str, Any]) -> str | None:
+        channel = message.get("channel")
+        if isinstance(channel, str) and 0 < len(channel) <= 200:
+            return channel
+        return None
+
+    async def _op_subscribe(self, message: dict[str, Any], request_id: Any) -> None:
+        channel = self._channel_of(message)
+        if channel is None:
+            await self.send_error(request_id, "validation_error", "'channel' must be a non-empty string.", {"channel": ["Required."]})
+            return
+        await self.subscribe(channel, request_id)
+
+    async def _op_unsubscribe(self, message: dict[str, Any], request_id: Any) -> None:
+        channel = self._channel_of(message)
+        if channel is None:
+            await self.send_error(request_id, "validation_error", "'channel' must be a non-empty string.", {"channel": ["Required."]})
+            return
+        await self.unsubscribe(channel, request_id)
+
+    @staticmethod
+    def _bars_channel(message: dict[str, Any]) -> str | None:
+        symbol, resolution = message.get("symbol"), message.get("resolution")
+        if not isinstance(symbol, str) or not symbol or not isinstance(resolution, str | int) or resolution == "":
+            return None
+        return f"bars:{symbol}:{resolution}"
+
+    async def _op_bars_subscribe(self, message: dict[str, Any], request_id: Any) -> None:
+        channel = self._bars_channel(message)
+        if channel is None:
+            await self.send_error(request_id, "validation_error", "'symbol' and 'resolution' are required.")
+            return
+        await self.subscribe(channel, request_id)
+
+    async def _op_bars_unsubscribe(self, message: dict[str, Any], request_id: Any) -> None:
+        channel = self._bars_channel(message)
+        if channel is None:
+            await self.send_error(request_id, "validation_error", "'symbol' and 'resolution' are required.")
+            return
+        await self.unsubscribe(channel, request_id)
+
+    async def _op_command(self, message: dict[str, Any], request_id: Any) -> None:
+        if self.api_key is not None and not self.api_key.can_trade:
+            await self.send_error(request_id, "permission_denied", "This API key has the read scope; commands need the trade scope.")
+            return
+        run = command_handler()
+        if run is None:
+            await self.send_error(request_id, "command_unavailable", "Commands are not available on this server.")
+            return
+        assert self.user is not None
+        body = {k: v for k, v in message.items() if k != "op"}
+        result = await run(self.user, self.api_key, body)
+        await self.send_frame({"type": "ack", "request_id": request_id, "data": result})
+
+    # --- subscriptions -------------------------------------------------------------------
+
+    async def subscribe(self, channel: str, request_id: Any) -> None:
+        handler = handler_for(channel)
+        if handler is None:
+            await self.send_error(request_id, "unknown_channel", f"Unknown channel '{channel[:100]}'.", {"channel": ["Unknown channel."]})
+            return
+        if channel not in self.subs and len(self.subs) >= MAX_SUBSCRIPTIONS:
+            await self.send_error(request_id, "too_many_subscriptions", f"At most {MAX_SUBSCRIPTIONS} channels per connection.")
+            return
+        assert self.user is not None
+        await handler.authorize(user=self.user, channel=channel)
+        # Re-subscribing starts over with a fresh snapshot (how a client heals a gap).
+        old = self.subs.get(channel)
+        if old and old.flush_task:
+            old.flush_task.cancel()
+        sub = Subscription(channel=channel, latest_value=handler.latest_value)
+        self.subs[channel] = sub
+        group = group_for(channel)
+        try:
+            # Join before the snapshot: updates that race it are buffered and
+            # those the snapshot already reflects are dropped by seq.
+            await self.channel_layer.group_add(group, self.channel_name)
+        except Exception:
+            self.subs.pop(channel, None)
+            logger.warning("group_add failed for %s", channel, exc_info=True)
+            await self.send_error(request_id, "stream_unavailable", "The stream service is unavailable; try again.")
+            return
+        self.groups_joined.add(group)
+        await self.send_frame({"type": "subscribed", "channel": channel, "request_id": request_id})
+        try:
+            seq, data = await handler.snapshot(user=self.user, channel=channel)
+        except DomainError:
+            await self._drop(channel)
+            raise
+        if self.subs.get(channel) is not sub:
+            return  # unsubscribed or re-subscribed meanwhile
+        sub.snapshot_seq = seq
+        await self.send_frame({"type": "snapshot", "channel": channel, "seq": seq, "request_id": request_id, "data": data})
+        buffered, sub.buffered = sub.buffered, []
+        for event in buffered:
+            await self._deliver(sub, event)
+
+    async def _drop(self, channel: str) -> None:
+        sub = self.subs.pop(channel, None)
+        if sub and sub.flush_task:
+            sub.flush_task.cancel()
+        group = group_for(channel)
+        if group in self.groups_joined:
+            self.groups_joined.discard(group)
+            try:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            except Exception:
+                logger.warning("group_discard failed for %s", channel, exc_info=True)
+
+    async def unsubscribe(self, channel: str, request_id: Any) -> None:
+        if channel not in self.subs:
+            await self.send_error(request_id, "not_subscribed", f"Not subscribed to '{channel[:100]}'.")
+            return
+        await self._drop(channel)
+        await self.send_frame({"type": "unsubscribed", "channel": channel, "request_id": request_id})
+
+    # --- channel-layer events ------------------------------------------------------------
+
+    async def stream_update(self, event: StreamEvent) -> None:
+        sub = self.subs.get(event["channel"])
+        if sub is None:
+            return
+        if sub.snapshot_seq is None:
+            sub.buffered.append(event)
+            return
+        await self._deliver(sub, event)
+
+    async def _deliver(self, sub: Subscription, event: StreamEvent) -> None:
+        assert sub.snapshot_seq is not None
+        if event["seq"] <= sub.snapshot_seq:
+            return  # already reflected in the snapshot
+        if not sub.latest_value:
+            sub.snapshot_seq = event["seq"]
+            await self.send(text_data=event["frame"])
+            return
+        # Market channels: at most one frame per flush interval, always the latest.
+        sub.snapshot_seq = event["seq"]
+        interval = settings.WS_MARKET_FLUSH_INTERVAL
+        now = time.monotonic()
+        if sub.flush_task is None and now - sub.last_sent >= interval:
+            sub.last_sent = now
+            await self.send(text_data=event["frame"])
+            return
+        sub.pending_frame = event["frame"]
+        if sub.flush_task is None:
+            sub.flush_task = asyncio.ensure_future(self._flush_later(sub, interval - (now - sub.last_sent)))
+
+    async def _flush_later(self, sub: Subscription, delay: float) -> None:
+        await asyncio.sleep(max(0.0, delay))
+        sub.flush_task = None
+        frame, sub.pending_frame = sub.pending_frame, None
+        if frame is not None and not self.closed and self.subs.get(sub.channel) is sub:
+            sub.last_sent = time.monotonic()
+            await self.send(text_data=frame)

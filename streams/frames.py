@@ -1,0 +1,42 @@
+"""WebSocket frame types shared by senders and the gateway consumer."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NotRequired, TypedDict
+
+import orjson
+
+from core.renderers import dumps
+
+ServerFrameType = Literal["hello", "subscribed", "unsubscribed", "snapshot", "update", "ack", "error", "ping", "pong"]
+
+# Close codes of the gateway.
+CLOSE_UNAUTHENTICATED = 4001
+CLOSE_FORBIDDEN_ORIGIN = 4003
+CLOSE_PONG_TIMEOUT = 4008
+
+
+class ServerFrame(TypedDict):
+    type: ServerFrameType
+    channel: NotRequired[str]
+    seq: NotRequired[int]
+    request_id: NotRequired[str | None]
+    data: NotRequired[Any]
+
+
+class StreamEvent(TypedDict):
+    """A channel-layer message carrying one pre-encoded ``update`` frame."""
+
+    type: Literal["stream.update"]
+    channel: str
+    seq: int
+    latest: bool
+    frame: str
+
+
+def encode(frame: ServerFrame | dict[str, Any]) -> str:
+    return dumps(frame).decode()
+
+
+def decode(text: str) -> Any:
+    return orjson.loads(text)

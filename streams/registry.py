@@ -1,0 +1,65 @@
+"""Channel handlers, registered by apps per channel prefix.
+
+A channel name is ``<prefix>:<rest>`` (``quotes:AAPL``, ``orders:12``) or a
+bare prefix (``system``). The handler for a prefix checks that the user may
+subscribe and builds the snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from accounts.models import ApiKey, User
+
+
+class ChannelHandler:
+    """Base class for a family of channels sharing a prefix."""
+
+    prefix: str = ""
+    #: Market channels deliver the latest value: superseded updates may be
+    #: skipped and a slow client gets them coalesced. Account channels are
+    #: gap-free and never coalesced.
+    latest_value: bool = False
+    description: str = ""
+
+    async def authorize(self, *, user: User, channel: str) -> None:
+        """Raise a DomainError (NotFound, InvalidInput...) to refuse."""
+
+    async def snapshot(self, *, user: User, channel: str) -> tuple[int, Any]:
+        """Return ``(seq, data)``: the state and the sequence it reflects."""
+        raise NotImplementedError
+
+    def asyncapi_channels(self) -> dict[str, Any]:
+        """AsyncAPI ``channels`` entries for this family."""
+        return {}
+
+
+CommandHandler = Callable[[User, ApiKey | None, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+_handlers: dict[str, ChannelHandler] = {}
+_command_handler: CommandHandler | None = None
+
+
+def register_channel(handler: ChannelHandler) -> ChannelHandler:
+    _handlers[handler.prefix] = handler
+    return handler
+
+
+def handler_for(channel: str) -> ChannelHandler | None:
+    prefix = channel.split(":", 1)[0]
+    return _handlers.get(prefix)
+
+
+def channel_handlers() -> dict[str, ChannelHandler]:
+    return dict(_handlers)
+
+
+def register_command_handler(handler: CommandHandler) -> None:
+    """The OMS registers the function that runs ``{"op": "command"}`` frames."""
+    global _command_handler
+    _command_handler = handler
+
+
+def command_handler() -> CommandHandler | None:
+    return _command_handler

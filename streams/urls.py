@@ -1,0 +1,6 @@
+from core.urls import route
+from streams import views
+
+urlpatterns = [
+    *route("ws/asyncapi.json", views.AsyncApiView.as_view(), name="ws-asyncapi"),
+]

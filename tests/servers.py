@@ -1,0 +1,148 @@
+"""Real server processes for tests: daphne (and, in the production mode, a
+Celery worker) started as subprocesses on the test database, bound to
+127.0.0.1 only, stopped by the fixtures that started them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def closed_port() -> int:
+    """A port nothing listens on (bound then released)."""
+    return free_port()
+
+
+def test_database_url() -> str:
+    """DATABASE_URL of the test database pytest-django created."""
+    db = connection.settings_dict
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{db['NAME']}"
+    user = db.get("USER") or "postgres"
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or 5432
+    return f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
+
+
+def server_env(**overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env.update(
+        {
+            "DATABASE_URL": test_database_url(),
+            "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+            "BROKER_ENCRYPTION_KEYS": ",".join(settings.BROKER_ENCRYPTION_KEYS),
+            "RUN_LOOPS_IN_PROCESS": "true",
+            "LOG_LEVEL": "WARNING",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    if settings.REDIS_URL:
+        env["REDIS_URL"] = settings.REDIS_URL
+        env["CHANNEL_LAYER_PREFIX"] = settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"]
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen
+    url: str
+    port: int
+    log_path: Path
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/api/v1/ws"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+
+def _wait_http(url: str, proc: subprocess.Popen, log_path: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text(errors='replace')[-5000:]}")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(url, timeout=2).status_code < 500:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"server did not answer {url} in {timeout}s:\n{log_path.read_text(errors='replace')[-5000:]}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def run_daphne(tmp_dir: Path, **env_overrides: str) -> Iterator[ServerProcess]:
+    port = free_port()
+    log_path = tmp_dir / f"daphne-{port}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+            cwd=ROOT,
+            env=server_env(**env_overrides),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = ServerProcess(proc=proc, url=f"http://127.0.0.1:{port}", port=port, log_path=log_path)
+    try:
+        _wait_http(f"{server.url}/api/v1/health/live", proc, log_path)
+        yield server
+    finally:
+        _stop(proc)
+
+
+@contextlib.contextmanager
+def run_celery_worker(tmp_dir: Path, **env_overrides: str) -> Iterator[subprocess.Popen]:
+    log_path = tmp_dir / "celery-worker.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [str(BIN / "celery"), "-A", "config", "worker", "--pool=solo", "--loglevel=INFO", "--without-gossip", "--without-mingle"],
+            cwd=ROOT,
+            env=server_env(CELERY_TASK_ALWAYS_EAGER="false", **env_overrides),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "ready." not in log_path.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"celery worker did not start:\n{log_path.read_text(errors='replace')[-5000:]}")
+            time.sleep(0.2)
+        yield proc
+    finally:
+        _stop(proc)
