@@ -1,9 +1,9 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
-from django.views.generic import RedirectView
 
 from core import views as core_views
 from core.urls import route
+from workspaces import views as workspace_views
 
 api_v1 = [
     path("", include("core.api_urls")),
@@ -19,7 +19,7 @@ urlpatterns = [
     *route("metrics", core_views.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
-    path("", RedirectView.as_view(url="/admin/", permanent=False), name="home"),
+    path("", workspace_views.home, name="home"),
 ]
 
 handler404 = "core.handlers.page_not_found"

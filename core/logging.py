@@ -15,7 +15,10 @@ _STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | 
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not getattr(record, "request_id", None):
-            record.request_id = current_request_id() or "-"
+            # django.request logs 4xx/5xx after the middleware returned; it
+            # passes the request along, which carries the id.
+            request = getattr(record, "request", None)
+            record.request_id = current_request_id() or getattr(request, "request_id", None) or "-"
         return True
 
 
@@ -29,6 +32,8 @@ class MaskSecretsFilter(logging.Filter):
             message = str(record.msg)
         record.msg = mask_text(message)
         record.args = ()
+        if hasattr(record, "request"):
+            record.request = repr(record.request)  # never dump a request's headers
         for key, value in list(record.__dict__.items()):
             if key not in _STANDARD_ATTRS:
                 setattr(record, key, mask_secrets({key: value})[key])
