@@ -49,6 +49,39 @@ def user_create(*, email: str, password: str | None, is_staff: bool = False, is_
     return User.objects.create_user(email=email, password=password, is_staff=is_staff)
 
 
+_USER_EDITABLE_FIELDS = ("email", "first_name", "last_name", "is_active", "is_staff", "is_superuser")
+
+
+def user_get_by_email(*, email: str) -> User:
+    user = User.objects.filter(email=email.strip().lower()).first()
+    if user is None:
+        raise NotFound("No user with this email.")
+    return user
+
+
+def user_update(*, user: User, **changes: object) -> User:
+    """Change a user's profile and flags. Passwords change through Django's own
+    password forms (``set_password``), never here."""
+    unknown = set(changes) - set(_USER_EDITABLE_FIELDS)
+    if unknown:
+        raise InvalidInput(fields={k: ["Unknown or read-only field."] for k in sorted(unknown)})
+    if "email" in changes:
+        email = str(changes["email"]).strip().lower()
+        if not email:
+            raise InvalidInput(fields={"email": ["This field may not be blank."]})
+        if User.objects.filter(email=email).exclude(pk=user.pk).exists():
+            raise InvalidInput("A user with this email exists.", fields={"email": ["Already registered."]})
+        changes["email"] = email
+    if not changes:
+        return user
+    with transaction.atomic():
+        locked = User.objects.select_for_update().get(pk=user.pk)
+        for key, value in changes.items():
+            setattr(locked, key, value)
+        locked.save(update_fields=list(changes))
+    return locked
+
+
 def api_key_create(
     *,
     user: User,
@@ -88,6 +121,22 @@ def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
             locked.revoked_at = timezone.now()
             locked.save(update_fields=["revoked_at"])
     return locked
+
+
+def api_key_get(*, api_key_id: int | None = None, prefix: str | None = None) -> ApiKey:
+    """One key by id or by its public prefix (``abcd1234`` or ``tt_abcd1234``)."""
+    if (api_key_id is None) == (prefix is None):
+        raise InvalidInput("Give exactly one of an API key id and a prefix.")
+    if prefix is not None:
+        prefix = prefix.strip()
+        if prefix.startswith(KEY_PREFIX):
+            prefix = prefix[len(KEY_PREFIX) :].partition("_")[0]
+        api_key = ApiKey.objects.filter(prefix=prefix).first() if prefix else None
+    else:
+        api_key = ApiKey.objects.filter(pk=api_key_id).first()
+    if api_key is None:
+        raise NotFound("No such API key.")
+    return api_key
 
 
 def api_key_revoke_for_user(*, user: User, api_key_id: int) -> ApiKey:

@@ -140,6 +140,20 @@ def broker_account_credentials(*, account: BrokerAccount) -> dict[str, Any]:
     return decrypt_json(account.credentials_encrypted)
 
 
+def broker_account_credential_names(*, account: BrokerAccount) -> list[str]:
+    """The names of the stored secrets (never their values), sorted. Raises
+    ``CredentialError`` when no configured key decrypts them."""
+    return sorted(broker_account_credentials(account=account))
+
+
+def broker_account_get(*, account_id: int) -> BrokerAccount:
+    """Any account by id, for staff tools (admin, management commands)."""
+    account = BrokerAccount.objects.select_related("owner").filter(pk=account_id).first()
+    if account is None:
+        raise NotFound("No such account.")
+    return account
+
+
 def broker_account_get_for_user(*, user: User, account_id: int) -> BrokerAccount:
     account = BrokerAccount.objects.filter(owner=user, pk=account_id).first()
     if account is None:

@@ -54,4 +54,5 @@ def test_totp_setup_page_is_available_to_a_logged_in_user(client, alice):
     assert reauth.status_code == 302
     response = client.get("/accounts/2fa/totp/activate/")
     assert response.status_code == 200
-    assert b"<svg" in response.content  # the QR code of the TOTP secret
+    assert b"svg" in response.content  # the QR code of the TOTP secret
+    assert b'name="code"' in response.content
