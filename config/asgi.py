@@ -1,6 +1,7 @@
 """ASGI entry point: HTTP and the WebSocket gateway, plus the in-process loops
 on the embedded default."""
 
+import asyncio
 import os
 import sys
 
@@ -33,9 +34,19 @@ class StartLoops:
             reactor.callWhenRunning(self.start)  # type: ignore[attr-defined]
 
     def start(self) -> None:
-        if not self.started:
-            self.started = True
-            loops.start_in_process()
+        if self.started:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            # Twisted runs callWhenRunning callbacks just before the asyncio
+            # loop spins, where the loops cannot be created: retry from inside it.
+            from twisted.internet import reactor
+
+            reactor.callLater(0, self.start)  # type: ignore[attr-defined]
+            return
+        self.started = True
+        loops.start_in_process()
 
     async def __call__(self, scope, receive, send):  # type: ignore[no-untyped-def]
         if not self.started and scope["type"] != "lifespan":
