@@ -133,6 +133,7 @@ def api_key_get(*, api_key_id: int | None = None, prefix: str | None = None) -> 
             prefix = prefix[len(KEY_PREFIX) :].partition("_")[0]
         api_key = ApiKey.objects.filter(prefix=prefix).first() if prefix else None
     else:
+        assert api_key_id is not None  # exactly one of the two, checked above
         api_key = ApiKey.objects.filter(pk=api_key_id).first()
     if api_key is None:
         raise NotFound("No such API key.")

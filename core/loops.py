@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
@@ -47,7 +48,7 @@ _tasks: dict[str, asyncio.Task] = {}
 def register_loop(name: str, func: LoopFunc, *, interval: float | Callable[[], float]) -> Loop:
     """Register (or replace) a loop. ``interval`` in seconds, or a callable
     read on each iteration so a setting change in tests takes effect."""
-    loop = Loop(name=name, func=func, interval=interval if callable(interval) else (lambda v=interval: v))
+    loop = Loop(name=name, func=func, interval=interval if callable(interval) else partial(float, interval))
     _registry[name] = loop
     return loop
 

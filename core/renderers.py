@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import decimal
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -32,7 +33,7 @@ class JSONRenderer(BaseRenderer):
     format = "json"
     charset = None
 
-    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: dict | None = None) -> bytes:
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Mapping[str, Any] | None = None) -> bytes:
         if data is None:
             return b""
         return dumps(data)

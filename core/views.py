@@ -25,6 +25,8 @@ def _version_body() -> dict:
 class PublicView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    # Throttling reads the cache: with Redis down, health must still answer (503, not 500).
+    throttle_classes: list = []
 
 
 class HealthView(PublicView):
