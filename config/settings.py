@@ -325,3 +325,18 @@ LOGGING = {
         "django.channels.server": {"level": "WARNING"},
     },
 }
+
+# --- Market data -----------------------------------------------------------------------
+SIMULATOR_ENABLED = env.bool("SIMULATOR_ENABLED", default=True)
+SIMULATOR_TICK_INTERVAL = env.float("SIMULATOR_TICK_INTERVAL", default=0.25)
+SIMULATOR_SEED = env.int("SIMULATOR_SEED", default=42)
+SIMULATOR_HISTORY_DAYS = env.int("SIMULATOR_HISTORY_DAYS", default=30)
+QUOTE_STALE_SECONDS = env.float("QUOTE_STALE_SECONDS", default=10.0)
+QUOTE_THROTTLE_INTERVAL = env.float("QUOTE_THROTTLE_INTERVAL", default=0.05)
+HISTORY_MAX_BARS = env.int("HISTORY_MAX_BARS", default=250_000)
+DATAFEED_PUBLIC = env.bool("DATAFEED_PUBLIC", default=False)
+DATAFEED_MAX_QUOTE_SYMBOLS = env.int("DATAFEED_MAX_QUOTE_SYMBOLS", default=100)
+BAR_BROADCASTER_ENABLED = env.bool("BAR_BROADCASTER_ENABLED", default=True)
+BAR_BROADCASTER_INTERVAL = env.float("BAR_BROADCASTER_INTERVAL", default=1.0)
+BAR_BROADCASTER_SYMBOLS = env.list("BAR_BROADCASTER_SYMBOLS", default=[])  # empty: every active instrument
+BAR_BROADCASTER_RESOLUTIONS = env.list("BAR_BROADCASTER_RESOLUTIONS", default=["1", "5", "15", "30", "60", "240", "1D", "1W", "1M"])

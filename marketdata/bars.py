@@ -1,0 +1,132 @@
+"""Bar arithmetic on column lists. Pure Python, no Django.
+
+Columns are parallel lists ``t, o, h, l, c, v`` (unix seconds; numbers of one
+type: floats for UDF, Decimals where exactness matters). Aggregation is exact:
+open of the first bar, close of the last, max high, min low, summed volume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from marketdata.sessions import period_start
+from marketdata.types import CALENDAR_RESOLUTIONS, INTRADAY_RESOLUTIONS, Bar, Tick
+
+Columns = tuple[list[int], list[Any], list[Any], list[Any], list[Any], list[Any]]
+
+
+def empty_columns() -> Columns:
+    return [], [], [], [], [], []
+
+
+def resolution_seconds(resolution: str) -> int:
+    """Nominal length of a bar (months as 31 days), for range arithmetic."""
+    if resolution in INTRADAY_RESOLUTIONS:
+        return INTRADAY_RESOLUTIONS[resolution] * 60
+    return {"1D": 86_400, "1W": 7 * 86_400, "1M": 31 * 86_400}[resolution]
+
+
+def bucket_function(resolution: str, tz_name: str = "UTC", session: str = "24x7") -> Callable[[int], int | None]:
+    """Maps a bar start to the start of the ``resolution`` bar holding it
+    (None: outside the session, dropped from calendar bars)."""
+    if resolution in INTRADAY_RESOLUTIONS:
+        size = INTRADAY_RESOLUTIONS[resolution] * 60
+        return lambda t: t - t % size
+    if resolution not in CALENDAR_RESOLUTIONS:
+        raise ValueError(f"unsupported resolution {resolution!r}")
+    memo: dict[int, int | None] = {}
+
+    def calendar(t: int) -> int | None:
+        # Sessions open and close on whole minutes; memoise per minute.
+        key = t - t % 60
+        if key not in memo:
+            memo[key] = period_start(key, resolution, tz_name, session)
+        return memo[key]
+
+    return calendar
+
+
+def aggregate(columns: Columns, bucket: Callable[[int], int | None]) -> Columns:
+    """Aggregate time-sorted bars into coarser ones."""
+    t_in, o_in, h_in, l_in, c_in, v_in = columns
+    t_out, o_out, h_out, l_out, c_out, v_out = empty_columns()
+    current: int | None = None
+    for i in range(len(t_in)):
+        start = bucket(t_in[i])
+        if start is None:
+            continue
+        if start != current:
+            current = start
+            t_out.append(start)
+            o_out.append(o_in[i])
+            h_out.append(h_in[i])
+            l_out.append(l_in[i])
+            c_out.append(c_in[i])
+            v_out.append(v_in[i])
+            continue
+        if h_in[i] > h_out[-1]:
+            h_out[-1] = h_in[i]
+        if l_in[i] < l_out[-1]:
+            l_out[-1] = l_in[i]
+        c_out[-1] = c_in[i]
+        v_out[-1] += v_in[i]
+    return t_out, o_out, h_out, l_out, c_out, v_out
+
+
+def slice_columns(columns: Columns, start: int, end: int | None = None) -> Columns:
+    return tuple(col[start:end] for col in columns)  # type: ignore[return-value]
+
+
+@dataclass
+class BarBuilder:
+    """Aggregates ticks into 1-minute bars per symbol.
+
+    ``add`` returns the bars it touched, the current one last; a bar is
+    complete once a tick of a later minute arrives (``completed``)."""
+
+    bars: dict[str, Bar] = field(default_factory=dict)
+    completed: list[tuple[str, Bar]] = field(default_factory=list)
+
+    def add(self, tick: Tick) -> Bar:
+        minute = int(tick.time) - int(tick.time) % 60
+        bar = self.bars.get(tick.symbol)
+        if bar is not None and bar.time == minute:
+            bar.merge_tick(tick.price, tick.size)
+            return bar
+        if bar is not None and minute < bar.time:
+            # A late tick for a closed minute: fold it into that minute's bar
+            # only if we still hold it; never reopen a bar that has gone.
+            return bar
+        if bar is not None:
+            self.completed.append((tick.symbol, bar))
+        bar = Bar(time=minute, open=tick.price, high=tick.price, low=tick.price, close=tick.price, volume=tick.size)
+        self.bars[tick.symbol] = bar
+        return bar
+
+    def drain_completed(self) -> list[tuple[str, Bar]]:
+        done, self.completed = self.completed, []
+        return done
+
+
+def columns_from_rows(rows: Sequence[tuple], convert: Callable[[Any], Any] = float) -> Columns:
+    """(datetime|int, o, h, l, c, v) rows to columns with ``convert`` applied to
+    the numbers. Transposes with zip/map: no per-bar Python objects."""
+    if not rows:
+        return empty_columns()
+    times, opens, highs, lows, closes, volumes = zip(*rows, strict=True)
+    t = list(times) if isinstance(times[0], int) else [int(d.timestamp()) for d in times]
+    return (
+        t,
+        list(map(convert, opens)),
+        list(map(convert, highs)),
+        list(map(convert, lows)),
+        list(map(convert, closes)),
+        list(map(convert, volumes)),
+    )
+
+
+def decimal_or_none(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(value)

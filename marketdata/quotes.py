@@ -1,0 +1,71 @@
+"""The latest-quote store. Quotes live in the cache (Redis in production), one
+key per symbol, so every process reads the same latest value."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+
+from marketdata.types import Quote
+
+_PREFIX = "md:quote:"
+
+
+def _key(symbol: str) -> str:
+    return _PREFIX + symbol
+
+
+def quote_store(quote: Quote) -> None:
+    cache.set(_key(quote.symbol), quote, timeout=None)
+
+
+def quotes_store(quotes: Iterable[Quote]) -> None:
+    cache.set_many({_key(q.symbol): q for q in quotes}, timeout=None)
+
+
+def quote_get(symbol: str) -> Quote | None:
+    return cache.get(_key(symbol))
+
+
+def quotes_get(symbols: Iterable[str]) -> dict[str, Quote]:
+    symbols = list(symbols)
+    found = cache.get_many([_key(s) for s in symbols])
+    return {s: found[_key(s)] for s in symbols if _key(s) in found}
+
+
+def quote_is_stale(quote: Quote, now: float | None = None) -> bool:
+    return (now if now is not None else time.time()) - quote.time > settings.QUOTE_STALE_SECONDS
+
+
+def _s(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def quote_as_dict(quote: Quote, now: float | None = None) -> dict[str, Any]:
+    """The wire form: decimals as strings, ISO time plus unix seconds."""
+    change = quote.change
+    change_percent = quote.change_percent
+    return {
+        "symbol": quote.symbol,
+        "last": _s(quote.last),
+        "bid": _s(quote.bid),
+        "ask": _s(quote.ask),
+        "bid_size": _s(quote.bid_size),
+        "ask_size": _s(quote.ask_size),
+        "volume": _s(quote.volume),
+        "open_interest": _s(quote.open_interest),
+        "change": _s(change),
+        "change_percent": None if change_percent is None else str(round(change_percent, 4)),
+        "day_open": _s(quote.day_open),
+        "day_high": _s(quote.day_high),
+        "day_low": _s(quote.day_low),
+        "prev_close": _s(quote.prev_close),
+        "time": quote.time,
+        "stale": quote_is_stale(quote, now),
+        **quote.extra,
+    }
