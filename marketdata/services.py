@@ -99,14 +99,16 @@ _UPSERT_CHUNK = 5000
 def _upsert_sql() -> str:
     table = connection.ops.quote_name(Bar._meta.db_table)
     q = connection.ops.quote_name
-    return (  # noqa: S608 (identifiers from the model, values as parameters)
+    # Identifiers come from the model; every value is a parameter.
+    sql = (
         f"INSERT INTO {table} ({q('instrument_id')}, {q('resolution')}, {q('time')}, {q('open')}, {q('high')}, {q('low')}, "
         f"{q('close')}, {q('volume')}, {q('open_interest')}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
         f"ON CONFLICT ({q('instrument_id')}, {q('resolution')}, {q('time')}) DO UPDATE SET "
         f"{q('open')} = EXCLUDED.{q('open')}, {q('high')} = EXCLUDED.{q('high')}, {q('low')} = EXCLUDED.{q('low')}, "
         f"{q('close')} = EXCLUDED.{q('close')}, {q('volume')} = EXCLUDED.{q('volume')}, "
-        f"{q('open_interest')} = EXCLUDED.{q('open_interest')}"
+        f"{q('open_interest')} = EXCLUDED.{q('open_interest')}"  # noqa: S608
     )
+    return sql
 
 
 def bars_upsert_many(*, resolution: str, bars: Sequence[tuple[int, BarData]]) -> None:
