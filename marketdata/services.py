@@ -101,12 +101,12 @@ def _upsert_sql() -> str:
     q = connection.ops.quote_name
     # Identifiers come from the model; every value is a parameter.
     sql = (
-        f"INSERT INTO {table} ({q('instrument_id')}, {q('resolution')}, {q('time')}, {q('open')}, {q('high')}, {q('low')}, "
+        f"INSERT INTO {table} ({q('instrument_id')}, {q('resolution')}, {q('time')}, {q('open')}, {q('high')}, {q('low')}, "  # noqa: S608
         f"{q('close')}, {q('volume')}, {q('open_interest')}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
         f"ON CONFLICT ({q('instrument_id')}, {q('resolution')}, {q('time')}) DO UPDATE SET "
         f"{q('open')} = EXCLUDED.{q('open')}, {q('high')} = EXCLUDED.{q('high')}, {q('low')} = EXCLUDED.{q('low')}, "
         f"{q('close')} = EXCLUDED.{q('close')}, {q('volume')} = EXCLUDED.{q('volume')}, "
-        f"{q('open_interest')} = EXCLUDED.{q('open_interest')}"  # noqa: S608
+        f"{q('open_interest')} = EXCLUDED.{q('open_interest')}"
     )
     return sql
 
