@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
@@ -11,6 +13,8 @@ from accounts.models import User
 from brokers.crypto import CredentialError, decrypt_json, encrypt_json, rotate_value
 from brokers.models import AccountStatus, BrokerAccount, BrokerKind, Environment, PositionMode
 from core.exceptions import InvalidInput, NotFound
+
+logger = logging.getLogger(__name__)
 
 # Credential fields each broker kind needs (the adapters read these names).
 CREDENTIAL_FIELDS: dict[str, tuple[str, ...]] = {
@@ -72,6 +76,7 @@ def broker_account_create(
     unknown = set(broker_fields) - set(EDITABLE_FIELDS)
     if unknown:
         raise InvalidInput(fields={k: ["Unknown field."] for k in unknown})
+    _validate_common(label=label, base_currency=base_currency)
     if kind == BrokerKind.CCXT and not broker_fields.get("exchange_id"):
         raise InvalidInput(fields={"exchange_id": ["Required for a CCXT account."]})
     account = BrokerAccount(
@@ -89,7 +94,25 @@ def broker_account_create(
     return account
 
 
-def broker_account_update(*, account: BrokerAccount, credentials: dict[str, Any] | None = None, **changes: Any) -> BrokerAccount:
+def _validate_common(*, label: str | None = None, base_currency: str | None = None) -> None:
+    if label is not None and not label.strip():
+        raise InvalidInput(fields={"label": ["This field may not be blank."]})
+    if base_currency is not None and not (base_currency.isalpha() and 2 <= len(base_currency) <= 10):
+        raise InvalidInput(fields={"base_currency": ["Two to ten letters, e.g. USD."]})
+
+
+def broker_account_update(
+    *,
+    account: BrokerAccount,
+    credentials: dict[str, Any] | None = None,
+    merge_credentials: bool = False,
+    **changes: Any,
+) -> BrokerAccount:
+    """Change an account's fields and/or secrets under the account row lock.
+
+    ``merge_credentials`` merges into the stored secrets read inside the lock,
+    so two concurrent writers (staff in the admin, a token refresh) never
+    lose each other's fields."""
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
         raise InvalidInput(fields={k: ["Unknown or read-only field."] for k in unknown})
@@ -97,11 +120,16 @@ def broker_account_update(*, account: BrokerAccount, credentials: dict[str, Any]
         raise InvalidInput(fields={"environment": [f"Must be one of {', '.join(Environment.values)}."]})
     if "position_mode" in changes and changes["position_mode"] not in PositionMode.values:
         raise InvalidInput(fields={"position_mode": [f"Must be one of {', '.join(PositionMode.values)}."]})
+    _validate_common(label=changes.get("label"), base_currency=changes.get("base_currency"))
     with transaction.atomic():
         locked = BrokerAccount.objects.select_for_update().get(pk=account.pk)
         for key, value in changes.items():
-            setattr(locked, key, value.upper() if key == "base_currency" else value)
+            setattr(locked, key, value.upper() if key == "base_currency" else value.strip() if key == "label" else value)
+        if locked.kind == BrokerKind.CCXT and not locked.exchange_id:
+            raise InvalidInput(fields={"exchange_id": ["Required for a CCXT account."]})
         if credentials is not None:
+            if merge_credentials and locked.credentials_encrypted:
+                credentials = {**decrypt_json(locked.credentials_encrypted), **credentials}
             locked.credentials_encrypted = encrypt_json(_check_credentials(locked.kind, credentials)) if credentials else ""
         locked.save()
     return locked
@@ -109,8 +137,7 @@ def broker_account_update(*, account: BrokerAccount, credentials: dict[str, Any]
 
 def broker_account_set_credentials(*, account: BrokerAccount, credentials: dict[str, Any], merge: bool = True) -> BrokerAccount:
     """Replace (or merge into) the stored secrets of ``account``."""
-    current = broker_account_credentials(account=account) if merge and account.credentials_encrypted else {}
-    return broker_account_update(account=account, credentials={**current, **credentials})
+    return broker_account_update(account=account, credentials=credentials, merge_credentials=merge)
 
 
 def broker_account_set_environment(*, account: BrokerAccount, environment: str) -> BrokerAccount:
@@ -161,20 +188,31 @@ def broker_account_get_for_user(*, user: User, account_id: int) -> BrokerAccount
     return account
 
 
-def broker_keys_rotate() -> tuple[int, int]:
+@dataclass
+class RotationResult:
+    rotated: int = 0
+    failed_ids: list[int] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failed_ids)
+
+
+def broker_keys_rotate() -> RotationResult:
     """Re-encrypt every stored credential under the newest key.
 
-    Returns (rotated, failed). A row no configured key decrypts is counted as
-    failed and left untouched rather than lost."""
-    rotated = failed = 0
+    A row no configured key decrypts is left untouched (never lost) and its
+    id reported in ``failed_ids``."""
+    result = RotationResult()
     for pk in BrokerAccount.objects.exclude(credentials_encrypted="").values_list("pk", flat=True).iterator():
         with transaction.atomic():
             account = BrokerAccount.objects.select_for_update().get(pk=pk)
             try:
                 account.credentials_encrypted = rotate_value(account.credentials_encrypted)
             except CredentialError:
-                failed += 1
+                logger.warning("credentials of broker account %s cannot be decrypted by any configured key", pk)
+                result.failed_ids.append(pk)
                 continue
             account.save(update_fields=["credentials_encrypted"])
-            rotated += 1
-    return rotated, failed
+            result.rotated += 1
+    return result

@@ -200,6 +200,8 @@ if GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET:
     }
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 
+# Messages in the session, not a cookie: the admin shows a new API key once.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)

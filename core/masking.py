@@ -19,6 +19,7 @@ _SENSITIVE_PARTS = (
     "apikey",
     "api-key",
     "appkey",
+    "app_key",
     "authorization",
     "cookie",
     "credential",
@@ -33,7 +34,9 @@ _TEXT_PATTERNS = [
     (re.compile(r"\b(tt_[A-Za-z0-9]{8})_[A-Za-z0-9_-]{16,}"), r"\1_" + MASK),
     (re.compile(r"(?i)(x-api-key|authorization|cookie|set-cookie)(\s*[:=]\s*)([^\s,;]+(?:\s+[^\s,;]+)?)"), r"\1\2" + MASK),
     (
-        re.compile(r"(?i)([\"']?(?:password|secret|token|api_key|apikey|appsecret|credentials)[\"']?\s*[:=]\s*)([\"'])(.*?)\2"),
+        re.compile(
+            r"(?i)([\"']?(?:password|secret|token|api_key|apikey|app_key|appkey|appsecret|app_secret|access_token|credentials)[\"']?\s*[:=]\s*)([\"'])(.*?)\2"
+        ),
         r"\1\2" + MASK + r"\2",
     ),
     (re.compile(r"enc:v1:[A-Za-z0-9_=-]+"), "enc:v1:" + MASK),

@@ -221,3 +221,33 @@ def test_trader_cannot_lift_the_staff_kill_switch(alice_api, alice):
     assert response.status_code == 422
     account.refresh_from_db()
     assert account.trading_enabled is False
+
+
+def test_concurrent_credential_merges_keep_both_fields(alice):
+    """Two merges from stale copies of the row (staff in the admin, a token
+    refresh) must not drop each other's field: the merge happens under the lock."""
+    from brokers.services import broker_account_credentials, broker_account_set_credentials
+
+    account = broker_account_create(owner=alice, kind="kite", label="kite", credentials={"api_key": "K", "api_secret": "S"})
+    stale_a = BrokerAccount.objects.get(pk=account.pk)
+    stale_b = BrokerAccount.objects.get(pk=account.pk)
+    broker_account_set_credentials(account=stale_a, credentials={"access_token": "T1"})
+    broker_account_set_credentials(account=stale_b, credentials={"api_secret": "S2"})
+    stored = broker_account_credentials(account=BrokerAccount.objects.get(pk=account.pk))
+    assert stored == {"api_key": "K", "api_secret": "S2", "access_token": "T1"}
+
+
+@pytest.mark.parametrize("change", [{"label": "   "}, {"exchange_id": ""}, {"base_currency": "U$"}])
+def test_account_updates_keep_their_invariants(alice_api, alice, change):
+    account = broker_account_create(owner=alice, kind="ccxt", label="binance", exchange_id="binance")
+    response = alice_api.patch(f"/api/v1/accounts/{account.pk}", change, format="json")
+    assert response.status_code == 422
+    account.refresh_from_db()
+    assert (account.label, account.exchange_id, account.base_currency) == ("binance", "binance", "USD")
+
+
+def test_kis_app_key_is_masked_in_logs():
+    from core.masking import mask_secrets, mask_text
+
+    assert mask_secrets({"app_key": "AK123", "appkey": "AK456"}) == {"app_key": "***", "appkey": "***"}
+    assert "AK123" not in mask_text('{"app_key": "AK123"}')

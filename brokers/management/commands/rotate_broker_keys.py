@@ -14,10 +14,11 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        rotated, failed = broker_keys_rotate()
-        self.stdout.write(f"Rotated: {rotated}. Failed: {failed}.")
-        if failed:
+        result = broker_keys_rotate()
+        self.stdout.write(f"Rotated: {result.rotated}. Failed: {result.failed}.")
+        if result.failed:
+            ids = ", ".join(str(pk) for pk in result.failed_ids)
             raise CommandError(
-                f"{failed} account(s) hold credentials that no configured key decrypts; they were left unchanged. "
+                f"{result.failed} account(s) hold credentials that no configured key decrypts (ids: {ids}); they were left unchanged. "
                 "Keep the old key in BROKER_ENCRYPTION_KEYS until they are re-entered."
             )
