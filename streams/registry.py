@@ -23,8 +23,19 @@ class ChannelHandler:
     latest_value: bool = False
     description: str = ""
 
+    def canonical(self, channel: str) -> str:
+        """The channel's canonical name (``bars:X:D`` -> ``bars:X:1D``);
+        publishers use it, so subscriptions are made under it."""
+        return channel
+
     async def authorize(self, *, user: User, channel: str) -> None:
         """Raise a DomainError (NotFound, InvalidInput...) to refuse."""
+
+    async def on_subscribe(self, *, channel: str) -> None:
+        """A connection subscribed (market data counts subscribers)."""
+
+    async def on_unsubscribe(self, *, channel: str) -> None:
+        """A connection unsubscribed or went away."""
 
     async def snapshot(self, *, user: User, channel: str) -> tuple[int, Any]:
         """Return ``(seq, data)``: the state and the sequence it reflects."""
