@@ -1,3 +1,5 @@
+import contextlib
+
 from django.apps import AppConfig
 from django.conf import settings
 
@@ -7,8 +9,21 @@ class MarketdataConfig(AppConfig):
     verbose_name = "Market data"
 
     def ready(self) -> None:
-        from core.loops import register_loop
-        from marketdata.simulation import simulator_step
+        from prometheus_client import REGISTRY
 
+        from core.loops import register_loop
+        from marketdata.metrics import BroadcastCollector
+        from marketdata.simulation import register_update_listener, simulator_step
+        from marketdata.streaming import BarsChannel, QuotesChannel, bar_broadcast_step, on_market_update
+        from streams.registry import register_channel
+
+        register_channel(QuotesChannel())
+        register_channel(BarsChannel())
+        register_update_listener(on_market_update)
         if settings.SIMULATOR_ENABLED:
             register_loop("marketdata.simulator", simulator_step, interval=lambda: settings.SIMULATOR_TICK_INTERVAL)
+        if settings.BAR_BROADCASTER_ENABLED:
+            register_loop("marketdata.bar_broadcaster", bar_broadcast_step, interval=lambda: settings.BAR_BROADCASTER_INTERVAL)
+        # ValueError: registered already (ready() runs twice in some test set-ups).
+        with contextlib.suppress(ValueError):
+            REGISTRY.register(BroadcastCollector())

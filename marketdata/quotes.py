@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -65,7 +66,8 @@ def quote_as_dict(quote: Quote, now: float | None = None) -> dict[str, Any]:
         "day_high": _s(quote.day_high),
         "day_low": _s(quote.day_low),
         "prev_close": _s(quote.prev_close),
-        "time": quote.time,
+        "time": datetime.fromtimestamp(quote.time, UTC).isoformat().replace("+00:00", "Z"),
+        "ts": quote.time,
         "stale": quote_is_stale(quote, now),
         **quote.extra,
     }
