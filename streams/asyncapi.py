@@ -78,8 +78,9 @@ def document() -> dict[str, Any]:
                 "The one WebSocket endpoint. Authenticate with the X-API-Key header, a session cookie "
                 "(browser, allowed Origin), or an auth frame. Subscribe to channels below. Each channel "
                 "has its own seq: account channels are gap-free (first update = snapshot.seq + 1), "
-                "market channels deliver the latest value. Close codes: 4001 unauthenticated, "
-                "4003 foreign origin, 4008 pong timeout."
+                "market channels deliver the latest value. Answer each server ping with a pong echoing "
+                "its data. Close codes: 4001 unauthenticated, 4003 foreign origin (handshake refused, HTTP 403), "
+                "4008 pong timeout; each close after the handshake follows an error frame saying why."
             ),
             "publish": {"message": {"oneOf": [{"$ref": f"#/components/messages/{name}"} for name in client_messages]}},
             "subscribe": {"message": {"oneOf": [{"$ref": f"#/components/messages/{name}"} for name in server_messages]}},

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.http.request import split_domain_port, validate_host
 
 from accounts.models import ApiKey, User
 from accounts.services import api_key_authenticate
@@ -47,8 +48,10 @@ def _origin_allowed(origin: str, host: str) -> bool:
     parsed = urlsplit(origin)
     if not parsed.scheme or not parsed.netloc:
         return False
-    if parsed.netloc.lower() == host.lower():
-        return True  # same origin as the page that opened the socket
+    if parsed.netloc.lower() == host.lower() and validate_host(split_domain_port(host)[0], settings.ALLOWED_HOSTS):
+        # Same origin as the page that opened the socket, on a host we serve
+        # (Django checks Host for HTTP only; this keeps DNS rebinding out).
+        return True
     allowed = {o.rstrip("/").lower() for o in [*settings.WS_ALLOWED_ORIGINS, *settings.CSRF_TRUSTED_ORIGINS]}
     return origin.rstrip("/").lower() in allowed
 
@@ -62,7 +65,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         self.api_key = None
         self.subs: dict[str, Subscription] = {}
         self.groups_joined: set[str] = set()
-        self.pending_ping: float | None = None
+        self.pending_ping: dict[str, float] | None = None  # data of the unanswered ping
         self.tasks: list[asyncio.Task] = []
         self.closed = False
 
@@ -102,16 +105,24 @@ class GatewayConsumer(AsyncWebsocketConsumer):
 
     # --- sending -----------------------------------------------------------------
 
-    async def send_frame(self, frame: frames.ServerFrame | dict[str, Any]) -> None:
+    async def send_text(self, text: str) -> None:
+        # After our close the server refuses sends (daphne raises Disconnected),
+        # and channel-layer events keep arriving until the disconnect does.
         if not self.closed:
-            await self.send(text_data=frames.encode(frame))
+            await self.send(text_data=text)
+
+    async def send_frame(self, frame: frames.ServerFrame | dict[str, Any]) -> None:
+        await self.send_text(frames.encode(frame))
 
     async def send_error(self, request_id: Any, code: str, message: str, fields: dict | None = None) -> None:
-        await self.send_frame({"type": "error", "request_id": request_id, "data": error_body(code, message, fields)})
+        body = error_body(code, message, fields)
+        if request_id is not None:
+            body["error"]["request_id"] = request_id  # the id the client correlates by
+        await self.send_frame({"type": "error", "request_id": request_id, "data": body})
 
-    async def _close(self, code: int) -> None:
+    async def _close(self, code: int, reason: str | None = None) -> None:
         self.closed = True
-        await self.close(code=code)
+        await self.close(code=code, reason=reason)
 
     # --- authentication ---------------------------------------------------------------
 
@@ -158,14 +169,16 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         next_ping = time.monotonic() + interval
         while not self.closed:
             await asyncio.sleep(max(0.0, next_ping - time.monotonic()))
-            token = time.time()
-            self.pending_ping = token
-            await self.send_frame({"type": "ping", "data": {"ts": token}})
+            data = {"ts": time.time()}
+            self.pending_ping = data
+            await self.send_frame({"type": "ping", "data": data})
             next_ping += interval
             await asyncio.sleep(timeout)
-            if self.pending_ping == token and not self.closed:
+            if self.pending_ping is data and not self.closed:
                 logger.info("closing websocket: pong timeout")
-                await self._close(CLOSE_PONG_TIMEOUT)
+                # daphne drops close reasons, so the reason also travels as a frame.
+                await self.send_error(None, "pong_timeout", f"No pong within {timeout:g}s of a ping.")
+                await self._close(CLOSE_PONG_TIMEOUT, "pong timeout")
                 return
 
     # --- receiving ---------------------------------------------------------------------
@@ -188,7 +201,10 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             await self.send_frame({"type": "pong", "request_id": request_id, "data": message.get("data")})
             return
         if op == "pong":
-            self.pending_ping = None
+            # Only the echo of the outstanding ping proves the client reads what
+            # we send; a blind periodic pong from a stalled reader does not.
+            if self.pending_ping is not None and message.get("data") == self.pending_ping:
+                self.pending_ping = None
             return
         if op == "auth":
             await self._op_auth(message, request_id)
@@ -210,6 +226,10 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             await handler(message, request_id)
         except DomainError as exc:
             await self.send_error(request_id, exc.code, exc.message, exc.fields)
+        except Exception:
+            # A bug in one handler costs this request, not the connection.
+            logger.exception("websocket op %s failed", op)
+            await self.send_error(request_id, "internal_error", "The server failed to handle this frame.")
 
     async def _op_auth(self, message: dict[str, Any], request_id: Any) -> None:
         if self.user is not None:
@@ -309,8 +329,9 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         await self.send_frame({"type": "subscribed", "channel": channel, "request_id": request_id})
         try:
             seq, data = await handler.snapshot(user=self.user, channel=channel)
-        except DomainError:
-            await self._drop(channel)
+        except Exception:
+            if self.subs.get(channel) is sub:
+                await self._drop(channel)
             raise
         if self.subs.get(channel) is not sub:
             return  # unsubscribed or re-subscribed meanwhile
@@ -319,6 +340,14 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         buffered, sub.buffered = sub.buffered, []
         for event in buffered:
             await self._deliver(sub, event)
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Fan-out events never touch the database: skip channels' per-message
+        # close_old_connections, a hop through the one shared sync thread.
+        if message["type"] == "stream.update":
+            await self.stream_update(message)  # type: ignore[arg-type]
+            return
+        await super().dispatch(message)
 
     async def _drop(self, channel: str) -> None:
         sub = self.subs.pop(channel, None)
@@ -356,7 +385,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             return  # already reflected in the snapshot
         if not sub.latest_value:
             sub.snapshot_seq = event["seq"]
-            await self.send(text_data=event["frame"])
+            await self.send_text(event["frame"])
             return
         # Market channels: at most one frame per flush interval, always the latest.
         sub.snapshot_seq = event["seq"]
@@ -364,7 +393,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         now = time.monotonic()
         if sub.flush_task is None and now - sub.last_sent >= interval:
             sub.last_sent = now
-            await self.send(text_data=event["frame"])
+            await self.send_text(event["frame"])
             return
         sub.pending_frame = event["frame"]
         if sub.flush_task is None:
@@ -374,6 +403,6 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         await asyncio.sleep(max(0.0, delay))
         sub.flush_task = None
         frame, sub.pending_frame = sub.pending_frame, None
-        if frame is not None and not self.closed and self.subs.get(sub.channel) is sub:
+        if frame is not None and self.subs.get(sub.channel) is sub:
             sub.last_sent = time.monotonic()
-            await self.send(text_data=frame)
+            await self.send_text(frame)

@@ -38,7 +38,7 @@ class SystemChannel(ChannelHandler):
         from core.exceptions import InvalidInput
 
         if channel != CHANNEL:
-            raise InvalidInput(f"Unknown channel '{channel[:100]}'.", code="unknown_channel")
+            raise InvalidInput(f"Unknown channel '{channel[:100]}'.", code="unknown_channel", fields={"channel": ["Unknown channel."]})
 
     async def snapshot(self, *, user: User, channel: str) -> tuple[int, Any]:
         return _status()
