@@ -162,7 +162,9 @@ def _wait_for_output(proc: subprocess.Popen, log: Path, needle: str, timeout: fl
 def test_run_loops_only_runs_the_named_loops_until_sigterm(tmp_path):
     log = tmp_path / "run_loops.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", _RUN_LOOPS_SCRIPT], cwd=ROOT, env=_loop_env(tmp_path), stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _RUN_LOOPS_SCRIPT], cwd=ROOT, env=_loop_env(tmp_path), stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         _wait_for_output(proc, log, "tick")
         proc.send_signal(signal.SIGTERM)

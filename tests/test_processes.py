@@ -69,7 +69,9 @@ def test_procfile_under_honcho_serves_ready_and_stops(tmp_path):
                 if response.status_code == 200:
                     ready = response.json()
             lines = output().splitlines()
-            if ready and all(marker is None or any(f"{name}.1" in line and marker in line for line in lines) for name, marker in up_markers.items()):
+            if ready and all(
+                marker is None or any(f"{name}.1" in line and marker in line for line in lines) for name, marker in up_markers.items()
+            ):
                 break
             time.sleep(0.5)
         assert ready is not None, f"the Procfile did not get ready in 60 s:\n{output()[-5000:]}"
