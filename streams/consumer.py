@@ -25,7 +25,7 @@ from core.exceptions import DomainError, error_body
 from streams import frames
 from streams.frames import CLOSE_FORBIDDEN_ORIGIN, CLOSE_PONG_TIMEOUT, CLOSE_UNAUTHENTICATED, StreamEvent
 from streams.publish import group_for
-from streams.registry import command_handler, handler_for
+from streams.registry import ChannelHandler, command_handler, handler_for
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,9 @@ MAX_FRAME_BYTES = 64 * 1024
 @dataclass
 class Subscription:
     channel: str
+    handler: ChannelHandler
     latest_value: bool
+    counted: bool = False  # the handler heard on_subscribe and is owed an on_unsubscribe
     snapshot_seq: int | None = None  # None while the snapshot is being built
     buffered: list[StreamEvent] = field(default_factory=list)
     pending_frame: str | None = None  # coalesced latest value awaiting flush
@@ -94,9 +96,10 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         self.closed = True
         for task in self.tasks:
             task.cancel()
-        for sub in getattr(self, "subs", {}).values():
+        for sub in list(getattr(self, "subs", {}).values()):
             if sub.flush_task:
                 sub.flush_task.cancel()
+            await self._tell_handler(sub, subscribed=False)
         for group in list(getattr(self, "groups_joined", ())):
             try:
                 await self.channel_layer.group_discard(group, self.channel_name)
@@ -304,6 +307,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         if handler is None:
             await self.send_error(request_id, "unknown_channel", f"Unknown channel '{channel[:100]}'.", {"channel": ["Unknown channel."]})
             return
+        channel = handler.canonical(channel)  # publishers use the canonical name
         if channel not in self.subs and len(self.subs) >= MAX_SUBSCRIPTIONS:
             await self.send_error(request_id, "too_many_subscriptions", f"At most {MAX_SUBSCRIPTIONS} channels per connection.")
             return
@@ -313,19 +317,22 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         old = self.subs.get(channel)
         if old and old.flush_task:
             old.flush_task.cancel()
-        sub = Subscription(channel=channel, latest_value=handler.latest_value)
+        sub = Subscription(channel=channel, handler=handler, latest_value=handler.latest_value, counted=bool(old and old.counted))
         self.subs[channel] = sub
         group = group_for(channel)
         try:
-            # Join before the snapshot: updates that race it are buffered and
-            # those the snapshot already reflects are dropped by seq.
+            # Join before the snapshot: updates that race it wait (channels
+            # dispatches one message at a time) and those the snapshot already
+            # reflects are dropped by seq.
             await self.channel_layer.group_add(group, self.channel_name)
         except Exception:
-            self.subs.pop(channel, None)
             logger.warning("group_add failed for %s", channel, exc_info=True)
+            await self._drop(channel)
             await self.send_error(request_id, "stream_unavailable", "The stream service is unavailable; try again.")
             return
         self.groups_joined.add(group)
+        if not sub.counted:
+            await self._tell_handler(sub, subscribed=True)
         await self.send_frame({"type": "subscribed", "channel": channel, "request_id": request_id})
         try:
             seq, data = await handler.snapshot(user=self.user, channel=channel)
@@ -349,10 +356,28 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             return
         await super().dispatch(message)
 
+    async def _tell_handler(self, sub: Subscription, *, subscribed: bool) -> None:
+        # Balanced per connection and channel: once on subscribe (not again on
+        # a re-subscribe), once when the subscription goes, however it goes.
+        if sub.counted == subscribed:
+            return
+        try:
+            if subscribed:
+                await sub.handler.on_subscribe(channel=sub.channel)
+            else:
+                await sub.handler.on_unsubscribe(channel=sub.channel)
+        except Exception:
+            logger.warning("%s hook failed for %s", "on_subscribe" if subscribed else "on_unsubscribe", sub.channel, exc_info=True)
+            if subscribed:
+                return  # not counted, so not owed
+        sub.counted = subscribed
+
     async def _drop(self, channel: str) -> None:
         sub = self.subs.pop(channel, None)
         if sub and sub.flush_task:
             sub.flush_task.cancel()
+        if sub:
+            await self._tell_handler(sub, subscribed=False)
         group = group_for(channel)
         if group in self.groups_joined:
             self.groups_joined.discard(group)
@@ -362,6 +387,9 @@ class GatewayConsumer(AsyncWebsocketConsumer):
                 logger.warning("group_discard failed for %s", channel, exc_info=True)
 
     async def unsubscribe(self, channel: str, request_id: Any) -> None:
+        handler = handler_for(channel)
+        if handler is not None:
+            channel = handler.canonical(channel)
         if channel not in self.subs:
             await self.send_error(request_id, "not_subscribed", f"Not subscribed to '{channel[:100]}'.")
             return

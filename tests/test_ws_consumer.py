@@ -46,6 +46,16 @@ class ScriptedChannel(ChannelHandler):
         self.gate: asyncio.Event | None = None
         self.refuse: Exception | None = None
         self.fail: Exception | None = None
+        self.hooks: list[tuple[str, str]] = []
+
+    def canonical(self, channel: str) -> str:
+        return channel[:-2] + ":1D" if channel.endswith(":D") else channel
+
+    async def on_subscribe(self, *, channel: str) -> None:
+        self.hooks.append(("subscribe", channel))
+
+    async def on_unsubscribe(self, *, channel: str) -> None:
+        self.hooks.append(("unsubscribe", channel))
 
     async def authorize(self, *, user: User, channel: str) -> None:
         if self.refuse is not None:
@@ -343,6 +353,48 @@ def test_bars_subscribe_is_subscribe_on_the_bars_channel(register, alice):
     assert unsubscribed == {"type": "unsubscribed", "channel": "bars:BTC/USDT:1D", "request_id": "b2"}
 
 
+def test_subscriptions_use_the_canonical_name_and_tell_the_handler_once(register, alice):
+    handler = register(ScriptedChannel("testbars", seq=1, latest_value=True))
+
+    async def scenario():
+        comm = await open_gateway(alice)
+        await comm.send_json_to({"op": "subscribe", "channel": "testbars:BTC/USDT:D", "request_id": "a"})
+        subscribed = await comm.receive_json_from(timeout=TIMEOUT)
+        snapshot = await comm.receive_json_from(timeout=TIMEOUT)
+        await subscribe(comm, "testbars:BTC/USDT:1D")  # a re-subscribe, not a second subscriber
+        await apublish("testbars:BTC/USDT:1D", 2, {"close": "1"}, latest=True)
+        published = await comm.receive_json_from(timeout=TIMEOUT)
+        await comm.send_json_to({"op": "unsubscribe", "channel": "testbars:BTC/USDT:D", "request_id": "b"})
+        unsubscribed = await comm.receive_json_from(timeout=TIMEOUT)
+        await comm.disconnect(timeout=TIMEOUT)
+        return subscribed, snapshot, published, unsubscribed
+
+    subscribed, snapshot, published, unsubscribed = run(scenario)
+    assert subscribed == {"type": "subscribed", "channel": "testbars:BTC/USDT:1D", "request_id": "a"}
+    assert snapshot["channel"] == "testbars:BTC/USDT:1D"
+    assert published["seq"] == 2
+    assert unsubscribed == {"type": "unsubscribed", "channel": "testbars:BTC/USDT:1D", "request_id": "b"}
+    assert handler.hooks == [("subscribe", "testbars:BTC/USDT:1D"), ("unsubscribe", "testbars:BTC/USDT:1D")]
+
+
+def test_the_handler_hears_every_subscription_go_on_disconnect(register, alice):
+    handler = register(ScriptedChannel("testacct", seq=0))
+
+    async def scenario():
+        comm = await open_gateway(alice)
+        await subscribe(comm, "testacct:1")
+        await subscribe(comm, "testacct:2")
+        await comm.disconnect(timeout=TIMEOUT)
+
+    run(scenario)
+    assert sorted(handler.hooks) == [
+        ("subscribe", "testacct:1"),
+        ("subscribe", "testacct:2"),
+        ("unsubscribe", "testacct:1"),
+        ("unsubscribe", "testacct:2"),
+    ]
+
+
 # --- failures stay with the request ----------------------------------------------------------------
 
 
@@ -360,6 +412,7 @@ def test_refused_authorization_is_an_error_without_subscription(register, alice)
         return error, quiet
 
     error, quiet = run(scenario)
+    assert handler.hooks == [], "a refused subscription is never counted"
     assert error["type"] == "error" and error["request_id"] == "x"
     assert error["data"]["error"]["code"] == "not_found"
     assert error["data"]["error"]["request_id"] == "x"
@@ -387,6 +440,7 @@ def test_a_failing_snapshot_is_an_internal_error_and_the_connection_survives(reg
     assert error["type"] == "error" and error["data"]["error"]["code"] == "internal_error"
     assert "boom" not in error["data"]["error"]["message"]
     assert quiet, "the failed subscription left no group behind"
+    assert handler.hooks == [("subscribe", "testacct:1"), ("unsubscribe", "testacct:1")]
     assert pong == {"type": "pong", "request_id": "p", "data": None}
 
 
