@@ -49,6 +49,13 @@ class BrokerAccount(models.Model):
     last_synced_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
     last_error_at = models.DateTimeField(null=True, blank=True)
+    # Per-channel stream sequences (orders:, positions:, funds:<id>), taken in
+    # the transaction that changes state so updates are gap-free.
+    orders_seq = models.BigIntegerField(default=0)
+    positions_seq = models.BigIntegerField(default=0)
+    funds_seq = models.BigIntegerField(default=0)
+    # Reconciliation checkpoint: fills and orders are pulled from here on.
+    reconciled_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -342,3 +342,18 @@ BAR_BROADCASTER_ENABLED = env.bool("BAR_BROADCASTER_ENABLED", default=True)
 BAR_BROADCASTER_INTERVAL = env.float("BAR_BROADCASTER_INTERVAL", default=1.0)
 BAR_BROADCASTER_SYMBOLS = env.list("BAR_BROADCASTER_SYMBOLS", default=[])  # empty: every active instrument
 BAR_BROADCASTER_RESOLUTIONS = env.list("BAR_BROADCASTER_RESOLUTIONS", default=["1", "5", "15", "30", "60", "240", "1D", "1W", "1M"])
+
+# --- OMS ------------------------------------------------------------------------------------
+# Pre-trade risk per account; 0 (or empty) lifts a limit (benchmarks lift them all).
+OMS_RISK = {
+    "MAX_ORDER_QTY": env.str("RISK_MAX_ORDER_QTY", default="1000000"),
+    "MAX_ORDER_NOTIONAL": env.str("RISK_MAX_ORDER_NOTIONAL", default="100000000"),
+    "ALLOWED_SYMBOLS": env.list("RISK_ALLOWED_SYMBOLS", default=[]),
+    "MAX_ORDERS_PER_SECOND": env.int("RISK_MAX_ORDERS_PER_SECOND", default=50),
+    "CHECK_BUYING_POWER": env.bool("RISK_CHECK_BUYING_POWER", default=True),
+}
+# Orders left in pending_new longer than this are picked up by the sweeper.
+OMS_SWEEP_AFTER_SECONDS = env.float("OMS_SWEEP_AFTER_SECONDS", default=10.0)
+OMS_SWEEP_INTERVAL = env.float("OMS_SWEEP_INTERVAL", default=5.0)
+OMS_RECONCILE_INTERVAL = env.float("OMS_RECONCILE_INTERVAL", default=30.0)
+OMS_MARKS_INTERVAL = env.float("OMS_MARKS_INTERVAL", default=1.0)

@@ -3,3 +3,18 @@ from django.apps import AppConfig
 
 class OmsConfig(AppConfig):
     name = "oms"
+    verbose_name = "Orders, deals and positions"
+
+    def ready(self) -> None:
+        from brokers.registry import register_sinks
+        from oms.services.fills import fills_apply
+        from oms.services.funds import funds_payload
+        from oms.services.orders import order_apply_broker_status
+        from oms.services.tx import register_funds_provider
+
+        def order_updates(account_id, updates):  # type: ignore[no-untyped-def]
+            for update in updates:
+                order_apply_broker_status(account_id=account_id, status=update)
+
+        register_sinks(fills=fills_apply, orders=order_updates)
+        register_funds_provider(funds_payload)
