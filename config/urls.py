@@ -10,6 +10,7 @@ api_v1 = [
     path("", include("accounts.api.urls")),
     path("", include("brokers.api.urls")),
     path("", include("streams.urls")),
+    path("", include("marketdata.api.urls")),
 ]
 
 urlpatterns = [

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -13,8 +15,11 @@ from django.db.models import Q, QuerySet
 from core.exceptions import InvalidInput, NotFound
 from marketdata.bars import Columns, aggregate, bucket_function, columns_from_rows, empty_columns, resolution_seconds
 from marketdata.models import Bar, Instrument
+from marketdata.quotes import quotes_get
 from marketdata.sessions import period_start
-from marketdata.types import INTRADAY_RESOLUTIONS, normalize_resolution
+from marketdata.types import INTRADAY_RESOLUTIONS, Quote, normalize_resolution
+
+logger = logging.getLogger(__name__)
 
 _SOURCES = {
     "1": ("1",),
@@ -35,6 +40,90 @@ def instrument_get(*, symbol: str) -> Instrument:
     if instrument is None:
         raise NotFound(f"Unknown symbol '{symbol[:64]}'.", code="unknown_symbol")
     return instrument
+
+
+def instrument_resolve(*, name: str) -> Instrument:
+    """The instrument a chart names: its symbol, or ``EXCHANGE:SYMBOL`` for one
+    whose own symbol has no exchange prefix (``NASDAQ:AAPL``)."""
+    instrument = Instrument.objects.filter(symbol=name).first()
+    if instrument is None and ":" in name:
+        exchange, _, symbol = name.partition(":")
+        instrument = Instrument.objects.filter(symbol=symbol, exchange__iexact=exchange).first()
+    if instrument is None:
+        raise NotFound(f"Unknown symbol '{name[:64]}'.", code="unknown_symbol")
+    return instrument
+
+
+def instruments_by_symbol(*, symbols: Iterable[str]) -> dict[str, Instrument]:
+    return {i.symbol: i for i in Instrument.objects.filter(symbol__in=set(symbols))}
+
+
+def instrument_exchanges() -> list[str]:
+    """Exchanges of the active instruments, for the chart's exchange filter."""
+    return list(
+        Instrument.objects.filter(active=True).exclude(exchange="").order_by("exchange").values_list("exchange", flat=True).distinct()
+    )
+
+
+def quotes_lookup(*, symbols: Sequence[str]) -> list[tuple[str, Instrument | None, Quote | None]]:
+    """Each requested symbol (in order, as requested) with its instrument and
+    latest quote, either None when unknown; at most DATAFEED_MAX_QUOTE_SYMBOLS."""
+    cap = settings.DATAFEED_MAX_QUOTE_SYMBOLS
+    if len(symbols) > cap:
+        raise InvalidInput(
+            f"Too many symbols: {len(symbols)}; at most {cap} per request.",
+            code="too_many_symbols",
+            fields={"symbols": [f"At most {cap}."]},
+        )
+    instruments = instruments_by_symbol(symbols=symbols)
+    quotes = quotes_get(instruments)
+    return [(symbol, instruments.get(symbol), quotes.get(symbol)) for symbol in symbols]
+
+
+_STREAM_STATS_DEFAULT: dict[str, Any] = {
+    "broadcasts_sent": 0,
+    "broadcasts_skipped": 0,
+    "errors": 0,
+    "subscribers": {"quotes": 0, "bars": 0, "channels": 0},
+}
+
+
+def datafeed_health(*, now: float | None = None) -> dict[str, Any]:
+    """Feeds with their last tick, plus the stream counters (shared through the
+    cache: the feed loop and the broadcaster may run in another process)."""
+    from marketdata.simulation import simulator_feed_status
+
+    now = now if now is not None else time.time()
+    feeds = [simulator_feed_status()]
+    for feed in feeds:
+        last = feed.get("last_tick_time")
+        feed["stale"] = bool(feed.get("enabled")) and (last is None or now - last > settings.QUOTE_STALE_SECONDS)
+    stats = dict(_STREAM_STATS_DEFAULT)
+    try:
+        from marketdata.streaming import broadcast_stats
+    except ImportError:
+        pass
+    else:
+        try:
+            stats.update(broadcast_stats())
+        except Exception:  # the cache is down: health still answers
+            logger.warning("broadcast stats unavailable", exc_info=True)
+    status = "degraded" if any(feed["stale"] for feed in feeds) else "ok"
+    return {"status": status, "time": int(now), "feeds": feeds, **stats}
+
+
+def instruments_list(*, type: str = "", exchange: str = "", active: bool | None = None, search: str = "") -> QuerySet[Instrument]:
+    """Every instrument (active or not, unless asked), for the REST list."""
+    qs = Instrument.objects.all()
+    if type:
+        qs = qs.filter(type=type)
+    if exchange:
+        qs = qs.filter(exchange__iexact=exchange)
+    if active is not None:
+        qs = qs.filter(active=active)
+    if search:
+        qs = qs.filter(Q(symbol__icontains=search) | Q(description__icontains=search))
+    return qs
 
 
 def instruments_search(*, query: str = "", type: str = "", exchange: str = "", limit: int = 30) -> QuerySet[Instrument]:
