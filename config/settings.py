@@ -286,6 +286,8 @@ WS_PONG_TIMEOUT = env.float("WS_PONG_TIMEOUT", default=10.0)
 WS_AUTH_TIMEOUT = env.float("WS_AUTH_TIMEOUT", default=10.0)
 WS_MARKET_FLUSH_INTERVAL = env.float("WS_MARKET_FLUSH_INTERVAL", default=0.05)
 WS_ALLOWED_ORIGINS = env.list("WS_ALLOWED_ORIGINS", default=[])
+# An account-channel update ahead of its turn waits this long for the missing one.
+WS_GAP_TIMEOUT = env.float("WS_GAP_TIMEOUT", default=0.5)
 SYSTEM_STATUS_INTERVAL = env.float("SYSTEM_STATUS_INTERVAL", default=5.0)
 
 # --- I18N / static -------------------------------------------------------------------

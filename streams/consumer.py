@@ -8,6 +8,8 @@ apps register (``streams.registry``), commands in the OMS services.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -15,7 +17,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
@@ -42,6 +47,14 @@ class Subscription:
     snapshot_seq: int | None = None  # None while the snapshot is being built
     buffered: list[StreamEvent] = field(default_factory=list)
     pending_frame: str | None = None  # coalesced latest value awaiting flush
+    held: dict[int, StreamEvent] = field(default_factory=dict)  # gap-free channels: ahead of order
+    gap_task: asyncio.Task | None = None
+
+    def cancel_timers(self) -> None:
+        for task in (self.flush_task, self.gap_task):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+
     last_sent: float = 0.0
     flush_task: asyncio.Task | None = None
 
@@ -61,6 +74,54 @@ def _origin_allowed(origin: str, host: str) -> bool:
 class GatewayConsumer(AsyncWebsocketConsumer):
     user: User | None
     api_key: ApiKey | None
+    layer_down = False
+
+    async def __call__(self, scope, receive, send):  # type: ignore[no-untyped-def]
+        """channels' AsyncConsumer.__call__, with a channel-layer receive that
+        survives the layer (Redis) going away instead of killing the socket."""
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = await self.channel_layer.new_channel()
+        self._layer_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+        self.base_send = send
+        with contextlib.suppress(StopConsumer):
+            await await_many_dispatch([receive, self._resilient_receive], self.dispatch)
+
+    async def _resilient_receive(self) -> dict[str, Any]:
+        delay = 0.2
+        while True:
+            try:
+                return await self._layer_receive()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if not self.layer_down:
+                    self.layer_down = True
+                    logger.warning("channel layer receive failed; updates paused", exc_info=True)
+                    await self.send_error(
+                        None,
+                        "stream_unavailable",
+                        "Live updates are interrupted (the stream service is unavailable); they resume by themselves.",
+                    )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            await self._recover_layer()
+
+    async def _recover_layer(self) -> None:
+        """Once the layer answers again: re-join every group (a restarted
+        Redis has forgotten them) and send fresh snapshots, since updates
+        published meanwhile are lost."""
+        try:
+            for group in list(self.groups_joined):
+                await self.channel_layer.group_add(group, self.channel_name)
+        except Exception:
+            return  # still down
+        if not self.layer_down:
+            return
+        self.layer_down = False
+        logger.info("channel layer back; resending snapshots")
+        for channel in list(self.subs):
+            await self._resnapshot(channel)
 
     async def connect(self) -> None:
         self.user = None
@@ -97,8 +158,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         for task in self.tasks:
             task.cancel()
         for sub in list(getattr(self, "subs", {}).values()):
-            if sub.flush_task:
-                sub.flush_task.cancel()
+            sub.cancel_timers()
             await self._tell_handler(sub, subscribed=False)
         for group in list(getattr(self, "groups_joined", ())):
             try:
@@ -315,8 +375,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         await handler.authorize(user=self.user, channel=channel)
         # Re-subscribing starts over with a fresh snapshot (how a client heals a gap).
         old = self.subs.get(channel)
-        if old and old.flush_task:
-            old.flush_task.cancel()
+        if old:
+            old.cancel_timers()
         sub = Subscription(channel=channel, handler=handler, latest_value=handler.latest_value, counted=bool(old and old.counted))
         self.subs[channel] = sub
         group = group_for(channel)
@@ -374,9 +434,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
 
     async def _drop(self, channel: str) -> None:
         sub = self.subs.pop(channel, None)
-        if sub and sub.flush_task:
-            sub.flush_task.cancel()
         if sub:
+            sub.cancel_timers()
             await self._tell_handler(sub, subscribed=False)
         group = group_for(channel)
         if group in self.groups_joined:
@@ -412,8 +471,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         if event["seq"] <= sub.snapshot_seq:
             return  # already reflected in the snapshot
         if not sub.latest_value:
-            sub.snapshot_seq = event["seq"]
-            await self.send_text(event["frame"])
+            await self._deliver_in_order(sub, event)
             return
         # Market channels: at most one frame per flush interval, always the latest.
         sub.snapshot_seq = event["seq"]
@@ -426,6 +484,56 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         sub.pending_frame = event["frame"]
         if sub.flush_task is None:
             sub.flush_task = asyncio.ensure_future(self._flush_later(sub, interval - (now - sub.last_sent)))
+
+    async def _deliver_in_order(self, sub: Subscription, event: StreamEvent) -> None:
+        """Account channels are gap-free: two transactions of one account may
+        commit in one order and publish in the other, so an update ahead of
+        its turn waits briefly for the missing one; if that never comes (it
+        was lost), the client gets a fresh snapshot instead of a gap."""
+        assert sub.snapshot_seq is not None
+        if event["seq"] != sub.snapshot_seq + 1:
+            sub.held[event["seq"]] = event
+            if sub.gap_task is None:
+                sub.gap_task = asyncio.ensure_future(self._gap_deadline(sub))
+            return
+        sub.snapshot_seq = event["seq"]
+        await self.send_text(event["frame"])
+        while sub.snapshot_seq + 1 in sub.held:
+            following = sub.held.pop(sub.snapshot_seq + 1)
+            sub.snapshot_seq = following["seq"]
+            await self.send_text(following["frame"])
+        sub.held = {seq: e for seq, e in sub.held.items() if seq > sub.snapshot_seq}
+        if not sub.held and sub.gap_task is not None:
+            sub.gap_task.cancel()
+            sub.gap_task = None
+
+    async def _gap_deadline(self, sub: Subscription) -> None:
+        await asyncio.sleep(settings.WS_GAP_TIMEOUT)
+        sub.gap_task = None
+        if sub.held and self.subs.get(sub.channel) is sub:
+            logger.info("gap on %s not filled in time; sending a fresh snapshot", sub.channel)
+            await self._resnapshot(sub.channel)
+
+    async def _resnapshot(self, channel: str) -> None:
+        sub = self.subs.get(channel)
+        if sub is None or self.user is None:
+            return
+        sub.cancel_timers()
+        fresh = Subscription(channel=channel, handler=sub.handler, latest_value=sub.latest_value, counted=sub.counted)
+        self.subs[channel] = fresh
+        try:
+            seq, data = await sub.handler.snapshot(user=self.user, channel=channel)
+        except Exception:
+            logger.warning("snapshot of %s failed", channel, exc_info=True)
+            await self.send_error(None, "stream_unavailable", f"Could not refresh '{channel[:100]}'; subscribe again.")
+            return
+        if self.subs.get(channel) is not fresh:
+            return
+        fresh.snapshot_seq = seq
+        await self.send_frame({"type": "snapshot", "channel": channel, "seq": seq, "data": data})
+        buffered, fresh.buffered = fresh.buffered, []
+        for event in buffered:
+            await self._deliver(fresh, event)
 
     async def _flush_later(self, sub: Subscription, delay: float) -> None:
         await asyncio.sleep(max(0.0, delay))

@@ -569,3 +569,41 @@ def test_foreign_origin_is_refused_before_accept(alice):
         return result
 
     assert run(scenario) == (False, 4003)
+
+
+def test_account_updates_published_out_of_order_arrive_in_order(register, alice):
+    # Two transactions of one account may commit 5 then 6 but publish 6 then 5.
+    register(ScriptedChannel("testacct", seq=4))
+
+    async def scenario():
+        comm = await open_gateway(alice)
+        await subscribe(comm, "testacct:1")
+        for seq in (6, 5, 8, 7):
+            await apublish("testacct:1", seq, {"n": seq})
+        frames = await frames_until_quiet(comm)
+        await comm.disconnect(timeout=TIMEOUT)
+        return frames
+
+    frames = run(scenario)
+    assert [(f["type"], f["seq"]) for f in frames] == [("update", 5), ("update", 6), ("update", 7), ("update", 8)]
+
+
+def test_a_gap_that_is_never_filled_gives_a_fresh_snapshot_not_a_hole(register, alice, settings):
+    settings.WS_GAP_TIMEOUT = 0.2
+    handler = register(ScriptedChannel("testacct", seq=4))
+
+    async def scenario():
+        comm = await open_gateway(alice)
+        await subscribe(comm, "testacct:1")
+        handler.seq = 7  # the state moved on; update 5 was lost
+        await apublish("testacct:1", 6, {"n": 6})
+        await apublish("testacct:1", 7, {"n": 7})
+        frames = await frames_until_quiet(comm, quiet=0.6)
+        await apublish("testacct:1", 8, {"n": 8})
+        after = await frames_until_quiet(comm)
+        await comm.disconnect(timeout=TIMEOUT)
+        return frames, after
+
+    frames, after = run(scenario)
+    assert [(f["type"], f["seq"]) for f in frames] == [("snapshot", 7)]
+    assert [(f["type"], f["seq"]) for f in after] == [("update", 8)]
