@@ -15,6 +15,7 @@ Traffic stays on 127.0.0.1; every loop is bounded. Writes bench/results/fanout.j
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -145,10 +146,8 @@ async def run_case(url: str, clients: int, key: str | None, gateway: bool) -> di
     for n in range(UPDATES):
         await apublish(f"quotes:{SYMBOL}", base_seq + n + 1, {"symbol": SYMBOL, "last": str(100 + n), "sent_at": time.time()}, latest=True)
         await asyncio.sleep(INTERVAL)
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(done.wait(), 20)
-    except TimeoutError:
-        pass
     for task in readers:
         task.cancel()
     await asyncio.gather(*[ws.close() for ws in sockets], return_exceptions=True)
