@@ -1,10 +1,13 @@
 """Trading sessions in TradingView's notation, and calendar periods (day,
 week, month) in an instrument's own timezone. Pure Python, no Django.
 
-Session strings: ``24x7``; ``0930-1600`` (every day); ``0930-1600:23456``
-(days 1=Sunday .. 7=Saturday); several ranges joined by ``,``; a range whose
-end is before its start runs overnight and belongs to the next day's session
-(``1800-1700:23456`` = Sunday 18:00 to Friday 17:00 with a daily break).
+Session strings: ``24x7``; ``0930-1600:23456`` (days 1=Sunday .. 7=Saturday);
+``0930-1600`` without days trades Monday to Friday, as TradingView reads it
+("non-24x7 symbols are non-trading on Saturday and Sunday" unless days are
+given); several ranges joined by ``,``; a range whose end is before its start
+runs overnight and belongs to the next day's session (``1800-1700:23456`` =
+Sunday 18:00 to Friday 17:00 with a daily break). ``0000-0000`` is the whole
+day, like ``0000-2400``.
 """
 
 from __future__ import annotations
@@ -64,11 +67,20 @@ class Session:
 
 
 _ALL_DAYS = frozenset(range(1, 8))
+_WEEKDAYS = frozenset(range(1, 6))
 
 
 def _tv_days(spec: str) -> frozenset[int]:
     # TradingView: 1=Sunday .. 7=Saturday. ISO: 1=Monday .. 7=Sunday.
-    return frozenset(7 if d == "1" else int(d) - 1 for d in spec if d.isdigit() and d in "1234567")
+    return frozenset(7 if d == "1" else int(d) - 1 for d in spec)
+
+
+def _minutes(hhmm: str) -> int | None:
+    """Minutes after midnight of ``HHMM`` (``2400`` allowed), None when invalid."""
+    hours, minutes = int(hhmm[:2]), int(hhmm[2:])
+    if minutes > 59 or hours > 24 or (hours == 24 and minutes):
+        return None
+    return hours * 60 + minutes
 
 
 @lru_cache(maxsize=256)
@@ -78,15 +90,19 @@ def parse_session(text: str) -> Session:
         return Session(ranges=(), always_open=True)
     ranges = []
     for part in text.split(","):
+        part = part.strip()
         hours, _, days = part.partition(":")
+        if days.strip("1234567"):
+            raise ValueError(f"Bad session days: {part!r}")
         start_s, sep, end_s = hours.partition("-")
         if not sep or len(start_s) != 4 or len(end_s) != 4 or not (start_s + end_s).isdigit():
             raise ValueError(f"Bad session range: {part!r}")
-        start = int(start_s[:2]) * 60 + int(start_s[2:])
-        end = int(end_s[:2]) * 60 + int(end_s[2:])
-        if start > 1440 or end > 1440:
+        start, end = _minutes(start_s), _minutes(end_s)
+        if start is None or end is None or start == 1440:
             raise ValueError(f"Bad session range: {part!r}")
-        ranges.append(SessionRange(start=start, end=end, days=_tv_days(days) if days else _ALL_DAYS))
+        if start == end == 0:
+            end = 1440  # "0000-0000": the whole day, not a day-long overnight range
+        ranges.append(SessionRange(start=start, end=end, days=_tv_days(days) if days else _WEEKDAYS))
     if all(r.start == 0 and r.end == 1440 and r.days == _ALL_DAYS for r in ranges):
         return Session(ranges=(), always_open=True)
     return Session(ranges=tuple(ranges))
