@@ -52,16 +52,22 @@ def _expiry_ts(day: date) -> float:
     return datetime(day.year, day.month, day.day, 15, 30, tzinfo=UTC).timestamp()
 
 
-def _month_expiry(today: date, months_ahead: int) -> date:
-    year, month = today.year, today.month + months_ahead
-    year, month = year + (month - 1) // 12, (month - 1) % 12 + 1
-    last = calendar.monthrange(year, month)[1]
-    expiry = date(year, month, last)
-    while expiry.weekday() != 3:  # last Thursday of the month
+def _last_thursday(year: int, month: int) -> date:
+    expiry = date(year, month, calendar.monthrange(year, month)[1])
+    while expiry.weekday() != 3:
         expiry -= timedelta(days=1)
-    if months_ahead == 0 and expiry <= today:
-        return _month_expiry(today, 1)
     return expiry
+
+
+def _month_expiry(today: date, months_ahead: int) -> date:
+    """The monthly expiry (last Thursday) ``months_ahead`` after the next one
+    still to come: 0 is the nearest expiry after ``today``, 1 the one after."""
+    # Once this month's expiry has passed, every month shifts by one; shifting
+    # only the front month would make months 0 and 1 the same contract.
+    skip = 1 if _last_thursday(today.year, today.month) <= today else 0
+    year, month = today.year, today.month + months_ahead + skip
+    year, month = year + (month - 1) // 12, (month - 1) % 12 + 1
+    return _last_thursday(year, month)
 
 
 def sim_instruments() -> list[SimInstrument]:
@@ -80,7 +86,7 @@ def sim_instruments() -> list[SimInstrument]:
                 price=params.get("price"),
                 volatility=float(params.get("volatility", 0.3)),
                 volume_per_second=float(params.get("volume_per_second", 5.0)),
-                underlying=inst.underlying.symbol if inst.underlying_id else None,
+                underlying=inst.underlying.symbol if inst.underlying is not None else None,
                 expiry_ts=_expiry_ts(inst.expiry) if inst.expiry else None,
                 strike=float(inst.strike) if inst.strike is not None else None,
                 call=inst.option_type != "put",

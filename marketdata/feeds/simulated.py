@@ -199,10 +199,15 @@ class SimulatedFeed:
         inst = self.instruments[symbol]
         tick = inst.tick_size
         prices, _ = self._prices_ticks(inst, np.array([ts], dtype=np.int64))
-        if symbol not in self.day_stats or self.day_stats[symbol][0] != ts - ts % SECONDS_PER_DAY:
-            self._update_day(inst, np.array([ts], dtype=np.int64), prices, np.zeros(1, dtype=np.int64))
-        _, day_open, day_high, day_low, day_volume, prev_close = self.day_stats[symbol]
         last = int(prices[0])
+        stats = self.day_stats.get(symbol)
+        if stats is None or stats[0] != ts - ts % SECONDS_PER_DAY:
+            self._update_day(inst, np.array([ts], dtype=np.int64), prices, np.zeros(1, dtype=np.int64))
+            stats = self.day_stats[symbol]
+        else:
+            # A quote for a second not polled yet: its price belongs to the day's range.
+            stats[2], stats[3] = max(stats[2], last), min(stats[3], last)
+        _, day_open, day_high, day_low, day_volume, prev_close = stats
         day, second = self.sim.locate(ts)
         path = self.sim.day_path(self._base_spec(inst), day)
         spread = 1 if inst.underlying is None else max(1, last // 500)
