@@ -18,8 +18,11 @@ def orders_submit_task(self, order_ids: list[int]) -> list[int]:  # type: ignore
             continue
         if order_submit(order_id=order_id).retry:
             retry.append(order_id)
-    if retry:
+    if retry and not self.request.is_eager:
         # Surely not sent (broker unavailable): try again later; the sweeper also finds them.
+        # Eager (the embedded default) a retry would re-run at once, 20 times, inside the
+        # caller's on_commit and then raise into a request whose order has committed:
+        # leave those to the sweeper instead.
         raise self.retry(args=[retry], countdown=min(2**self.request.retries, 60))
     return order_ids
 

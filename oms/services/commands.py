@@ -271,7 +271,10 @@ def commands_run(
         print_ = fingerprint(commands, shape)
         claim = _claim(account, idempotency_key, print_)
         if claim is None:
-            existing = IdempotencyKey.objects.get(account=account, key=idempotency_key)
+            existing = IdempotencyKey.objects.filter(account=account, key=idempotency_key).first()
+            if existing is None:
+                # The holder's command failed and freed the key between our insert and this read.
+                raise Conflict("A request with this idempotency key is still in flight.", code="idempotency_in_flight")
             if existing.fingerprint != print_:
                 raise InvalidInput("This idempotency key was used with another request.", code="idempotency_mismatch")
             if existing.response_status is None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -174,7 +175,13 @@ def _create_order(tx: AccountTx, spec: OrderSpec, *, actor: User | None, source:
 def _enqueue_submit(order_ids: list[int]) -> None:
     from oms.tasks import orders_submit_task
 
-    orders_submit_task.delay(order_ids)
+    # Runs after commit: the orders exist whatever happens here. An error
+    # (Redis down; eager, an adapter bug) must not turn into a failed request
+    # that a client retries as a second order: the sweeper sends them.
+    try:
+        orders_submit_task.delay(order_ids)
+    except Exception:
+        logger.exception("send of orders %s not enqueued; the sweeper will send them", order_ids)
 
 
 def orders_send(*, account: BrokerAccount, payloads: Sequence[dict[str, Any]], actor: User | None, source: str) -> list[Order]:
@@ -239,9 +246,16 @@ class SubmitOutcome:
 
 def order_submit(*, order_id: int) -> SubmitOutcome:
     """Send one pending_new order to its broker, exactly once."""
-    claimed = Order.objects.filter(pk=order_id, status=OrderStatus.PENDING_NEW, sent_at__isnull=True).update(sent_at=timezone.now())
+    claimed_at = timezone.now()
+    claimed = Order.objects.filter(pk=order_id, status=OrderStatus.PENDING_NEW, sent_at__isnull=True).update(sent_at=claimed_at)
     if not claimed:
         return SubmitOutcome(order_id, sent=False)  # sent already, canceled, or gone
+    return order_submit_claimed(order_id=order_id, claimed_at=claimed_at)
+
+
+def order_submit_claimed(*, order_id: int, claimed_at: datetime) -> SubmitOutcome:
+    """Send an order whose claim the caller has just taken (``sent_at`` set
+    to ``claimed_at`` by an atomic UPDATE): ``order_submit`` and the sweeper."""
     order = Order.objects.select_related("account").get(pk=order_id)
     try:
         broker = broker_for(order.account)
@@ -256,8 +270,9 @@ def order_submit(*, order_id: int) -> SubmitOutcome:
             order_id=order_id, status=OrderStatus.UNKNOWN, message=exc.message or "The broker did not answer.", payload=exc.raw
         )
     except (BrokerUnavailable, BrokerRateLimited, BrokerAuthExpired) as exc:
-        # Surely not sent: release the claim so a retry (or the sweeper) sends it.
-        Order.objects.filter(pk=order_id, status=OrderStatus.PENDING_NEW).update(sent_at=None)
+        # Surely not sent: release the claim so a retry (or the sweeper) sends it;
+        # only our own claim (a sweeper that took it over owns it now).
+        Order.objects.filter(pk=order_id, status=OrderStatus.PENDING_NEW, sent_at=claimed_at).update(sent_at=None)
         logger.warning("order %s not sent (%s): %s", order_id, type(exc).__name__, exc.message)
         return SubmitOutcome(order_id, sent=False, retry=True)
     except BrokerError as exc:
@@ -355,14 +370,21 @@ def order_get_for_account(*, account: BrokerAccount, order_id: int | None = None
 def _enqueue(task_name: str, *args: Any) -> None:
     from oms import tasks
 
-    getattr(tasks, task_name).delay(*args)
+    # After commit, as _enqueue_submit: reconciliation re-asks a cancel left pending.
+    try:
+        getattr(tasks, task_name).delay(*args)
+    except Exception:
+        logger.exception("%s%s not enqueued; reconciliation will settle it", task_name, args)
 
 
 def order_cancel(*, order: Order, actor: User | None, source: str) -> Order:
     """``cancel_order``. Allowed while trading is disabled."""
     with transaction.atomic():
         tx = AccountTx.lock(order.account_id)
-        order = Order.objects.get(pk=order.pk)
+        # The row lock too: the sender claims (sets sent_at) without the account
+        # lock, and a cancel that read sent_at as NULL must not save over a claim
+        # made meanwhile (the order would be canceled here and live at the broker).
+        order = Order.objects.select_for_update().get(pk=order.pk)
         if order.is_final:
             raise Conflict(f"The order is {order.status}; it cannot be canceled.", code="order_final")
         if order.status == OrderStatus.PENDING_NEW and order.sent_at is None:

@@ -274,8 +274,14 @@ def positions_rebuild(*, account: BrokerAccount, save: bool = False) -> list[dic
     differences = []
     for position in Position.objects.filter(account=account).order_by("id"):
         book = Book(qty=ZERO, avg_price=ZERO, realized=ZERO, multiplier=position.multiplier)
-        for side, qty, price in position.deals.order_by("executed_at", "id").values_list("side", "qty", "price"):
+        # Replay exactly as the deals were applied: in booking (id) order, not
+        # executed_at (a late fill from reconciliation, broker clocks vs ours),
+        # and rounded after each deal as the stored row is, or average cost and
+        # realized P&L drift in the last digits and every rebuild "differs".
+        for side, qty, price in position.deals.order_by("id").values_list("side", "qty", "price"):
             book.apply(side, qty, price)
+            book.avg_price = book.avg_price.quantize(Decimal("1e-10"))
+            book.realized = book.realized.quantize(Decimal("1e-10"))
         expected_qty = abs(book.qty)
         stored_signed = position.qty if position.side == PositionSide.LONG else -position.qty
         expected = {
