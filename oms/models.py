@@ -5,13 +5,15 @@ Wire names are model names. Every write goes through ``oms.services``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
 from brokers.models import BrokerAccount
 
-QTY = {"max_digits": 28, "decimal_places": 10}
+QTY: dict[str, Any] = {"max_digits": 28, "decimal_places": 10}
 
 
 class Side(models.TextChoices):
