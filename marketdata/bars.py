@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 from marketdata.sessions import period_start
@@ -111,21 +112,19 @@ class BarBuilder:
         return done
 
 
-def columns_from_rows(rows: Sequence[tuple], convert: Callable[[Any], Any] = float) -> Columns:
+def columns_from_rows(rows: Sequence[tuple], convert: Callable[[Any], Any] | None = float) -> Columns:
     """(datetime|int, o, h, l, c, v) rows to columns with ``convert`` applied to
-    the numbers. Transposes with zip/map: no per-bar Python objects."""
+    the numbers (None: they are converted already). Transposes with
+    ``itemgetter`` per column: ``zip(*rows)`` would make an iterator per row."""
     if not rows:
         return empty_columns()
-    times, opens, highs, lows, closes, volumes = zip(*rows, strict=True)
-    t = list(times) if isinstance(times[0], int) else [int(d.timestamp()) for d in times]
-    return (
-        t,
-        list(map(convert, opens)),
-        list(map(convert, highs)),
-        list(map(convert, lows)),
-        list(map(convert, closes)),
-        list(map(convert, volumes)),
-    )
+    times = list(map(itemgetter(0), rows))
+    t = times if isinstance(times[0], int) else [int(d.timestamp()) for d in times]
+    if convert is None:
+        numbers = [list(map(itemgetter(i), rows)) for i in range(1, 6)]
+    else:
+        numbers = [list(map(convert, map(itemgetter(i), rows))) for i in range(1, 6)]
+    return t, numbers[0], numbers[1], numbers[2], numbers[3], numbers[4]
 
 
 def decimal_or_none(value: Any) -> Decimal | None:

@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db import connections
+from django.db.models import BigIntegerField, Func, Q, QuerySet
 
 from core.exceptions import InvalidInput, NotFound
 from marketdata.bars import Columns, aggregate, bucket_function, columns_from_rows, empty_columns, resolution_seconds
@@ -169,18 +170,44 @@ def _aligned_start(instrument: Instrument, resolution: str, start: int) -> int:
     return period_start(start, resolution, instrument.timezone, "24x7") or start
 
 
+class _UnixSeconds(Func):
+    """Unix seconds of a timestamptz, computed by PostgreSQL: no datetime per row."""
+
+    template = "FLOOR(EXTRACT(EPOCH FROM %(expressions)s))::bigint"
+    output_field = BigIntegerField()
+
+
+def _float_rows_postgresql(qs: QuerySet) -> list[tuple]:
+    """Run the ORM's SQL for ``qs`` on a cursor that decodes numeric as float.
+
+    psycopg's float loader parses the numeric text straight to a float: the
+    same correctly rounded value as ``float(Decimal(text))``, without building
+    a Decimal per value (the bulk of a 100,000-bar read)."""
+    from psycopg.types.numeric import FloatLoader
+
+    sql, params = qs.query.get_compiler(using=qs.db).as_sql()
+    with connections[qs.db].cursor() as cursor:
+        cursor.cursor.adapters.register_loader("numeric", FloatLoader)
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
 def _fetch(
     instrument: Instrument, source: str, start: int | None, end: int, convert: Callable[[Any], Any], limit: int | None = None
 ) -> Columns:
     qs = Bar.objects.filter(instrument=instrument, resolution=source, time__lt=datetime.fromtimestamp(end, UTC))
     if start is not None:
         qs = qs.filter(time__gte=datetime.fromtimestamp(start, UTC))
+    # The UDF hot path on PostgreSQL: unix seconds from the server, floats
+    # from the cursor; identical numbers, a fraction of the Python work.
+    fast = convert is float and connections[qs.db].vendor == "postgresql"
+    columns: tuple[Any, ...] = (_UnixSeconds("time"), *_COLUMNS[1:]) if fast else _COLUMNS
+    # countback: the newest ``limit`` bars, read backwards and turned round.
+    ordered = qs.order_by("-time" if limit is not None else "time").values_list(*columns)[:limit]
+    rows = _float_rows_postgresql(ordered) if fast else list(ordered)
     if limit is not None:
-        rows = list(qs.order_by("-time").values_list(*_COLUMNS)[:limit])
         rows.reverse()
-    else:
-        rows = list(qs.order_by("time").values_list(*_COLUMNS))
-    return columns_from_rows(rows, convert)
+    return columns_from_rows(rows, None if fast else convert)
 
 
 def bars_history(

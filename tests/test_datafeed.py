@@ -143,7 +143,9 @@ def _ny_midnight(day) -> int:
 # --- config, symbols, search, time ----------------------------------------------------------
 
 
-def test_config_has_the_udf_shape_and_no_marks_until_the_oms_registers(alice_api, aapl, infy):
+def test_config_has_the_udf_shape_and_no_marks_until_the_oms_registers(alice_api, aapl, infy, monkeypatch):
+    monkeypatch.setattr(marks_registry, "marks_provider", None)
+    monkeypatch.setattr(marks_registry, "timescale_marks_provider", None)
     response = alice_api.get("/api/v1/datafeed/config")
     assert response.status_code == 200
     body = response.json()
@@ -338,6 +340,25 @@ def test_over_cap_follows_the_setting(alice_api, aapl_rows):
         assert response.status_code == 422
         assert response.json()["errmsg"] == "countback 51 is over the cap of 50 bars."
         assert len(_history(alice_api, symbol="AAPL", resolution="1", countback=50, to=START + 86_400).json()["t"]) == 50
+
+
+def test_the_fast_history_read_gives_the_same_numbers_as_float_of_decimal(aapl):
+    """On PostgreSQL ``convert=float`` decodes numerics as floats in the cursor;
+    any other callable takes the generic path through Decimal."""
+    from marketdata.selectors import bars_history
+
+    awkward = ["0.1000000001", "12345678901234.1234567891", "99999.9999999999", "0.0000000001", "190.1", "1E-10", "7"]
+    rows = [
+        (START + 60 * i, Decimal(p), Decimal(p), Decimal(p), Decimal(p), Decimal(p) if Decimal(p) < 10**12 else Decimal("0.12345678"))
+        for i, p in enumerate(awkward)
+    ]
+    _store(aapl, rows)
+    for resolution in ("1", "5", "1D"):
+        fast = bars_history(instrument=aapl, resolution=resolution, end=START + 86_400, countback=100)
+        generic = bars_history(instrument=aapl, resolution=resolution, end=START + 86_400, countback=100, convert=lambda x: float(x))
+        assert fast.columns == generic.columns
+        assert all(type(x) is int for x in fast.columns[0])
+        assert all(type(x) is float for col in fast.columns[1:] for x in col)
 
 
 @pytest.mark.parametrize(
