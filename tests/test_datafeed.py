@@ -24,6 +24,18 @@ from marketdata.types import Bar, Quote
 
 pytestmark = pytest.mark.django_db
 
+SYMBOLS = ("AAPL", "BTC/USDT", "NSE:INFY", "SPY", "005930")
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_quotes():
+    """The cache may be a shared Redis: start and end without quotes for our symbols."""
+    keys = [f"md:quote:{symbol}" for symbol in SYMBOLS]
+    cache.delete_many(keys)
+    yield
+    cache.delete_many(keys)
+
+
 NY = ZoneInfo("America/New_York")
 UDF_ERROR = {"s", "errmsg"}
 # 1 March 2024 00:00 UTC; the data runs past the US DST switch of 10 March.
@@ -253,6 +265,8 @@ def test_search_answers_a_bare_array(alice_api, aapl, infy, btc):
     assert [i["symbol"] for i in alice_api.get("/api/v1/datafeed/search?query=&type=crypto").json()] == ["BTC/USDT"]
     assert [i["symbol"] for i in alice_api.get("/api/v1/datafeed/search?query=&exchange=nasdaq").json()] == ["AAPL"]
     assert len(alice_api.get("/api/v1/datafeed/search?query=&limit=2").json()) == 2
+    assert len(alice_api.get("/api/v1/datafeed/search?query=&limit=1000").json()) == 3  # capped at 200, not refused
+    assert alice_api.get("/api/v1/datafeed/search?query=&limit=0").status_code == 400
 
 
 def test_time_is_plain_unix_seconds(alice_api):

@@ -19,6 +19,18 @@ from marketdata.types import Bar, Quote
 
 pytestmark = pytest.mark.django_db
 
+SYMBOLS = ("AAPL", "BTC/USDT", "NSE:INFY", "OLD", "DEMO:IDX", "DEMO:IDX-F2406")
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_quotes():
+    """The cache may be a shared Redis: start and end without quotes for our symbols."""
+    keys = [f"md:quote:{symbol}" for symbol in SYMBOLS]
+    cache.delete_many(keys)
+    yield
+    cache.delete_many(keys)
+
+
 START = int(datetime(2024, 3, 4, 14, 30, tzinfo=UTC).timestamp())
 
 

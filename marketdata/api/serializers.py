@@ -91,7 +91,7 @@ class SearchQuerySerializer(serializers.Serializer):
     query = serializers.CharField(required=False, allow_blank=True, default="", max_length=200)
     type = serializers.CharField(required=False, allow_blank=True, default="", max_length=20)
     exchange = serializers.CharField(required=False, allow_blank=True, default="", max_length=32)
-    limit = serializers.IntegerField(required=False, default=30, min_value=1, max_value=200)
+    limit = serializers.IntegerField(required=False, default=30, min_value=1, help_text="At most 200 are returned.")
 
 
 class QuotesQuerySerializer(serializers.Serializer):
