@@ -68,6 +68,7 @@ LOCAL_APPS = [
     "accounts",
     "streams",
     "brokers",
+    "brokers.paper",
     "marketdata",
     "oms",
     "workspaces",
@@ -359,3 +360,12 @@ OMS_SWEEP_AFTER_SECONDS = env.float("OMS_SWEEP_AFTER_SECONDS", default=10.0)
 OMS_SWEEP_INTERVAL = env.float("OMS_SWEEP_INTERVAL", default=5.0)
 OMS_RECONCILE_INTERVAL = env.float("OMS_RECONCILE_INTERVAL", default=30.0)
 OMS_MARKS_INTERVAL = env.float("OMS_MARKS_INTERVAL", default=1.0)
+
+# --- Paper broker ------------------------------------------------------------------------
+# Amounts are decimal strings (never floats: this is money).
+PAPER_STARTING_CASH = env.str("PAPER_STARTING_CASH", default="1000000")
+PAPER_FEE_BPS = env.str("PAPER_FEE_BPS", default="1")
+PAPER_MIN_FEE = env.str("PAPER_MIN_FEE", default="0")
+PAPER_SLIPPAGE_BPS = env.str("PAPER_SLIPPAGE_BPS", default="2")  # market and triggered stop orders
+# Margin rate per instrument type: the share of the notional an open position ties up.
+PAPER_MARGIN_RATES = env.dict("PAPER_MARGIN_RATES", default={"stock": "1", "crypto": "1", "index": "1", "future": "0.1", "option": "1"})

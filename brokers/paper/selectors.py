@@ -1,0 +1,102 @@
+"""Reads of the paper venue's book."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.db import transaction
+
+from brokers.paper.book import MARGIN_PRODUCT_TYPES, FundsView, Order
+from brokers.paper.models import PaperFill, PaperOrder, PaperPosition
+from brokers.paper.services import paper_account_lock
+from brokers.paper.store import book_load, order_from_row
+from marketdata.models import Instrument
+from marketdata.quotes import quotes_get
+
+
+def paper_order_get(*, account_id: int, client_order_id: str | None = None, broker_order_id: str | None = None) -> Order | None:
+    """One order by broker order id (first) or client order id, or None."""
+    rows = PaperOrder.objects.filter(account_id=account_id)
+    row = None
+    if broker_order_id:
+        row = rows.filter(broker_order_id=broker_order_id).first()
+    if row is None and client_order_id:
+        row = rows.filter(client_order_id=client_order_id).first()
+    return None if row is None else order_from_row(row)
+
+
+def paper_open_orders(*, account_id: int) -> list[Order]:
+    return [order_from_row(r) for r in PaperOrder.objects.filter(account_id=account_id, working=True).order_by("seq")]
+
+
+def paper_orders_since(*, account_id: int, since: datetime) -> list[Order]:
+    """Orders created or changed at or after ``since`` (updated_at covers both)."""
+    rows = PaperOrder.objects.filter(account_id=account_id, updated_at__gte=since).order_by("seq")
+    return [order_from_row(r) for r in rows]
+
+
+def paper_fills_since(*, account_id: int, since: datetime) -> list[PaperFill]:
+    return list(PaperFill.objects.filter(account_id=account_id, executed_at__gte=since).order_by("executed_at", "id"))
+
+
+@dataclass(frozen=True)
+class PositionView:
+    symbol: str
+    qty: Decimal
+    avg_price: Decimal
+    realized_pnl: Decimal
+    multiplier: Decimal
+    type: str
+    last_price: Decimal | None
+
+    @property
+    def unrealized_pnl(self) -> Decimal | None:
+        if self.last_price is None:
+            return None
+        return (self.last_price - self.avg_price) * self.qty * self.multiplier
+
+
+def paper_positions(*, account_id: int) -> list[PositionView]:
+    """Open positions with their instrument's terms and the latest quote's last price."""
+    rows = list(PaperPosition.objects.filter(account_id=account_id).exclude(qty=0).order_by("symbol"))
+    terms = dict(
+        (symbol, (multiplier, kind))
+        for symbol, multiplier, kind in Instrument.objects.filter(symbol__in=[r.symbol for r in rows]).values_list(
+            "symbol", "multiplier", "type"
+        )
+    )
+    quotes = quotes_get(r.symbol for r in rows)
+    out = []
+    for r in rows:
+        multiplier, kind = terms.get(r.symbol, (Decimal(1), "stock"))
+        quote = quotes.get(r.symbol)
+        out.append(
+            PositionView(
+                symbol=r.symbol,
+                qty=r.qty,
+                avg_price=r.avg_price,
+                realized_pnl=r.realized_pnl,
+                multiplier=multiplier,
+                type=kind,
+                last_price=None if quote is None else quote.last,
+            )
+        )
+    return out
+
+
+def paper_holdings(*, account_id: int) -> list[PositionView]:
+    """Long positions in cash products (what the account owns outright)."""
+    return [p for p in paper_positions(account_id=account_id) if p.qty > 0 and p.type not in MARGIN_PRODUCT_TYPES]
+
+
+def paper_funds(*, account_id: int) -> FundsView:
+    """Cash, equity, margin and buying power, positions valued at the latest quotes.
+    Read under the book's lock so cash, positions and reservations agree."""
+    with transaction.atomic():
+        book = book_load(paper_account_lock(account_id=account_id))
+        engine = book.engine
+        held = [symbol for symbol, p in engine.positions.items() if p.qty]
+        marks = {symbol: q.last for symbol, q in quotes_get(held).items()}
+        return engine.funds(marks)

@@ -1,0 +1,226 @@
+"""Every write of the paper venue.
+
+Each change of one account's book runs the same way: in one transaction,
+lock the PaperAccount row (``select_for_update``; created lazily with
+PAPER_STARTING_CASH), load the book into a fresh engine, change it, save what
+changed, commit. Orders come from web and Celery processes while quotes
+match in the marketdata process: the row lock puts them in one order, and
+loading under the lock means no process ever works on a stale book.
+
+Fills, and order changes the venue made on its own (expiry, IOC or
+reduce-only remainders canceled while matching quotes), reach the OMS
+through brokers.registry only after the commit (``transaction.on_commit``):
+a rolled-back match never reports a fill. Answers to requests (place,
+cancel, modify) go back in the adapter's ack instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+from functools import partial
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+
+from brokers.base import Fill, OrderRequest, OrderStatus
+from brokers.paper import wire
+from brokers.paper.book import Event, FillEvent, Order, OrderRejected, StatusEvent
+from brokers.paper.engine import PaperEngine
+from brokers.paper.models import PaperAccount, PaperOrder
+from brokers.paper.store import book_load, book_save, instrument_spec, order_from_row, to_datetime
+from brokers.registry import deliver_fills, deliver_order_updates
+from marketdata.models import Instrument
+from marketdata.quotes import quote_get, quotes_get
+from marketdata.types import Quote
+
+logger = logging.getLogger(__name__)
+
+
+def paper_account_ensure(*, account_id: int) -> PaperAccount:
+    """The account's paper book, created with PAPER_STARTING_CASH when missing."""
+    cash = Decimal(str(settings.PAPER_STARTING_CASH))
+    # get_or_create survives a concurrent creation (unique pk): it reads the winner's row.
+    paper, _ = PaperAccount.objects.get_or_create(account_id=account_id, defaults={"cash": cash, "starting_cash": cash})
+    return paper
+
+
+def paper_account_lock(*, account_id: int) -> PaperAccount:
+    """The account's paper book row, locked until the surrounding transaction
+    ends (created first when missing). Call inside ``transaction.atomic()``."""
+    paper = PaperAccount.objects.select_for_update().filter(pk=account_id).first()
+    if paper is None:
+        paper_account_ensure(account_id=account_id)
+        paper = PaperAccount.objects.select_for_update().get(pk=account_id)
+    return paper
+
+
+def _refresh_marks(engine: PaperEngine) -> None:
+    # Margin checks value open positions at the latest quotes, not at the last
+    # quote this book happened to match on.
+    held = [symbol for symbol, p in engine.positions.items() if p.qty]
+    if held:
+        engine.set_marks({symbol: q.last for symbol, q in quotes_get(held).items()})
+
+
+def _deliver(account_id: int, fills: list[Fill], updates: list[OrderStatus]) -> None:
+    # Fills first: the OMS books them before it hears that the rest is canceled.
+    deliver_fills(account_id, fills)
+    deliver_order_updates(account_id, updates)
+
+
+def _report_after_commit(account_id: int, engine: PaperEngine, events: Iterable[Event]) -> None:
+    events = list(events)
+    fills = [wire.fill_of_event(e) for e in events if isinstance(e, FillEvent)]
+    venue_ids = dict.fromkeys(e.broker_order_id for e in events if isinstance(e, StatusEvent) and e.cause == "venue")
+    updates = [wire.order_status(engine.orders[order_id]) for order_id in venue_ids]
+    if fills or updates:
+
+        def deliver() -> None:  # a function, not a partial: Django logs robust failures by __qualname__
+            _deliver(account_id, fills, updates)
+
+        # robust: a failing sink is logged; the commit stands, and the OMS
+        # reconciles through fills_since/orders_since.
+        transaction.on_commit(deliver, robust=True)
+
+
+def _run(paper: PaperAccount, now: float, operation: Callable[[PaperEngine], list[Event]], *, symbols: Iterable[str] = ()) -> PaperEngine:
+    """Load the locked book, apply ``operation``, save, report after commit.
+    Callers hold the lock inside their transaction; an exception rolls all back."""
+    book = book_load(paper, symbols=symbols)
+    events = operation(book.engine)
+    book_save(book, now)
+    _report_after_commit(paper.pk, book.engine, events)
+    return book.engine
+
+
+def _instrument(symbol: str) -> Instrument:
+    instrument = Instrument.objects.filter(symbol=symbol).first()
+    if instrument is None:
+        raise OrderRejected(f"Unknown symbol {symbol!r}.")
+    if not instrument.active:
+        raise OrderRejected(f"{symbol} is not tradable (inactive).")
+    return instrument
+
+
+def paper_order_place(*, account_id: int, request: OrderRequest, now: float | None = None) -> Order:
+    """Accept (or reject) a new order at the paper venue and match it at once
+    against the latest quote. Returns the order as the venue holds it (status
+    ``rejected`` with the reason when refused: the refusal is recorded, as a
+    venue does). A client order id used before returns that order unchanged.
+    Raises OrderRejected for an unknown or inactive symbol."""
+    now = time.time() if now is None else now
+    spec = instrument_spec(_instrument(request.symbol))
+    quote = quote_get(request.symbol)
+    placed: list[str] = []
+
+    def submit(engine: PaperEngine) -> list[Event]:
+        _refresh_marks(engine)
+        events = engine.submit(request, quote, spec, now)
+        placed.append(events[-1].broker_order_id)
+        return events
+
+    with transaction.atomic():
+        paper = paper_account_lock(account_id=account_id)
+        if request.client_order_id:
+            # Idempotent at the venue: finished orders are not in the loaded book, so ask the table.
+            existing = PaperOrder.objects.filter(account=paper, client_order_id=request.client_order_id).first()
+            if existing is not None:
+                return order_from_row(existing)
+        engine = _run(paper, now, submit, symbols=[request.symbol])
+    return engine.orders[placed[0]]
+
+
+def paper_order_cancel(*, account_id: int, broker_order_id: str, now: float | None = None) -> Order:
+    """Cancel a working order. Raises OrderRejected for an unknown or final one."""
+    now = time.time() if now is None else now
+    with transaction.atomic():
+        paper = paper_account_lock(account_id=account_id)
+        _working_row(paper, broker_order_id, "canceled")
+        engine = _run(paper, now, lambda e: e.cancel(broker_order_id, now))
+    return engine.orders[broker_order_id]
+
+
+def paper_order_modify(
+    *,
+    account_id: int,
+    broker_order_id: str,
+    qty: Decimal | None = None,
+    price: Decimal | None = None,
+    stop_price: Decimal | None = None,
+    now: float | None = None,
+) -> Order:
+    """Change qty/price/stop_price of a working order and match it at once
+    against the latest quote. Raises OrderRejected (nothing changes) when the
+    order is unknown or final or the change is not allowed."""
+    now = time.time() if now is None else now
+    with transaction.atomic():
+        paper = paper_account_lock(account_id=account_id)
+        row = _working_row(paper, broker_order_id, "modified")
+        quote = quote_get(row.symbol)
+
+        def modify(engine: PaperEngine) -> list[Event]:
+            _refresh_marks(engine)
+            return engine.modify(broker_order_id, qty=qty, price=price, stop_price=stop_price, quote=quote, now=now)
+
+        engine = _run(paper, now, modify)
+    return engine.orders[broker_order_id]
+
+
+def _working_row(paper: PaperAccount, broker_order_id: str, verb: str) -> PaperOrder:
+    row = PaperOrder.objects.filter(account=paper, broker_order_id=broker_order_id).first()
+    if row is None:
+        raise OrderRejected(f"Unknown order {broker_order_id}.")
+    if not row.working:
+        raise OrderRejected(f"Order {broker_order_id} is {row.status}: it cannot be {verb}.")
+    return row
+
+
+def paper_quotes_match(quotes: list[Quote], *, now: float | None = None) -> int:
+    """The quote listener: match every account with working orders on the
+    batch's symbols, and expire day orders whose session has closed. One
+    indexed query when nothing is working; each account in its own
+    transaction, and one account's failure never stops the others. Returns
+    how many accounts were processed."""
+    now = time.time() if now is None else now
+    due = Q(expires_at__lte=to_datetime(now))
+    symbols = {q.symbol for q in quotes}
+    account_ids = (
+        PaperOrder.objects.filter(working=True)
+        .filter(due | Q(symbol__in=symbols) if symbols else due)
+        .values_list("account_id", flat=True)
+        .distinct()
+    )
+    processed = 0
+    for account_id in sorted(account_ids):
+        try:
+            with transaction.atomic():
+                _run(paper_account_lock(account_id=account_id), now, partial(_match_account, quotes=quotes, now=now))
+            processed += 1
+        except Exception:
+            logger.exception("paper matching failed for account %s", account_id)
+    return processed
+
+
+def paper_on_quotes(quotes: list[Quote]) -> None:
+    """The listener registered with the simulator: runs in its loop's worker
+    thread after each step's quotes are stored."""
+    paper_quotes_match(quotes)
+
+
+def _match_account(engine: PaperEngine, *, quotes: list[Quote], now: float) -> list[Event]:
+    events = engine.expire_day_orders(now)
+    working = engine.working_symbols()
+    for quote in quotes:
+        if quote.symbol in working:
+            events.extend(engine.on_quote(quote, now))
+    return events
+
+
+def paper_day_orders_expire(*, now: float | None = None) -> int:
+    """Expire due day orders of every account (the listener does this on each
+    batch; this is for callers without quotes)."""
+    return paper_quotes_match([], now=now)

@@ -1,0 +1,260 @@
+"""Between the paper models and the matching core: load an account's book
+into a PaperEngine, and write back exactly what the engine changed.
+
+Only working orders are loaded (finished ones never change again), with the
+positions, the market states and the instruments' terms. Callers hold the
+PaperAccount row lock (services.py) from load to save.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+
+from brokers.paper.book import WORKING, Changes, EngineConfig, InstrumentSpec, MarketState, Order, Position
+from brokers.paper.engine import PaperEngine
+from brokers.paper.models import PaperAccount, PaperFill, PaperOrder, PaperPosition
+from marketdata.models import Instrument
+
+_ORDER_UPDATE_FIELDS = [
+    "qty",
+    "price",
+    "stop_price",
+    "status",
+    "working",
+    "filled_qty",
+    "avg_fill_price",
+    "triggered",
+    "reserved",
+    "message",
+    "updated_at",
+]
+
+
+def engine_config() -> EngineConfig:
+    """The venue's terms, from settings."""
+    return EngineConfig(
+        fee_bps=Decimal(str(settings.PAPER_FEE_BPS)),
+        min_fee=Decimal(str(settings.PAPER_MIN_FEE)),
+        slippage_bps=Decimal(str(settings.PAPER_SLIPPAGE_BPS)),
+        stale_seconds=float(settings.QUOTE_STALE_SECONDS),
+        margin_rates={kind: Decimal(str(rate)) for kind, rate in settings.PAPER_MARGIN_RATES.items()},
+    )
+
+
+def instrument_spec(instrument: Instrument) -> InstrumentSpec:
+    return InstrumentSpec(
+        symbol=instrument.symbol,
+        type=instrument.type,
+        tick_size=instrument.tick_size,
+        lot_size=instrument.lot_size,
+        multiplier=instrument.multiplier,
+        session=instrument.session,
+        timezone=instrument.timezone,
+    )
+
+
+def specs_for(symbols: Iterable[str]) -> dict[str, InstrumentSpec]:
+    wanted = set(symbols)
+    if not wanted:
+        return {}
+    return {i.symbol: instrument_spec(i) for i in Instrument.objects.filter(symbol__in=wanted)}
+
+
+def to_datetime(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def _dec(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+def _str(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def market_to_json(state: MarketState) -> dict[str, Any]:
+    return {
+        "time": state.time,
+        "last": str(state.last),
+        "bid": _str(state.bid),
+        "ask": _str(state.ask),
+        "bid_size": _str(state.bid_size),
+        "ask_size": _str(state.ask_size),
+        "bid_left": _str(state.bid_left),
+        "ask_left": _str(state.ask_left),
+    }
+
+
+def market_from_json(data: dict[str, Any]) -> MarketState:
+    return MarketState(
+        time=float(data["time"]),
+        last=Decimal(data["last"]),
+        bid=_dec(data.get("bid")),
+        ask=_dec(data.get("ask")),
+        bid_size=_dec(data.get("bid_size")),
+        ask_size=_dec(data.get("ask_size")),
+        bid_left=_dec(data.get("bid_left")),
+        ask_left=_dec(data.get("ask_left")),
+    )
+
+
+def order_from_row(row: PaperOrder) -> Order:
+    return Order(
+        no=row.seq,
+        broker_order_id=row.broker_order_id,
+        client_order_id=row.client_order_id,
+        symbol=row.symbol,
+        side=row.side,
+        order_type=row.order_type,
+        qty=row.qty,
+        price=row.price,
+        stop_price=row.stop_price,
+        time_in_force=row.time_in_force,
+        reduce_only=row.reduce_only,
+        position_ref=row.position_ref or None,
+        status=row.status,
+        filled_qty=row.filled_qty,
+        avg_fill_price=row.avg_fill_price,
+        triggered=row.triggered,
+        reserved=row.reserved,
+        expires_at=row.expires_at.timestamp() if row.expires_at else None,
+        created_at=row.created_at.timestamp(),
+        updated_at=row.updated_at.timestamp(),
+        message=row.message,
+    )
+
+
+def _order_row(order: Order, account: PaperAccount, pk: int | None) -> PaperOrder:
+    return PaperOrder(
+        pk=pk,
+        account=account,
+        seq=order.no,
+        broker_order_id=order.broker_order_id,
+        client_order_id=order.client_order_id,
+        symbol=order.symbol,
+        side=order.side,
+        order_type=order.order_type,
+        qty=order.qty,
+        price=order.price,
+        stop_price=order.stop_price,
+        time_in_force=order.time_in_force,
+        reduce_only=order.reduce_only,
+        position_ref=order.position_ref or "",
+        status=order.status,
+        working=order.status in WORKING,
+        filled_qty=order.filled_qty,
+        avg_fill_price=order.avg_fill_price,
+        triggered=order.triggered,
+        reserved=order.reserved,
+        expires_at=to_datetime(order.expires_at) if order.expires_at is not None else None,
+        message=order.message,
+        created_at=to_datetime(order.created_at),
+        updated_at=to_datetime(order.updated_at),
+    )
+
+
+@dataclass
+class LoadedBook:
+    paper: PaperAccount
+    engine: PaperEngine
+    order_pks: dict[str, int] = field(default_factory=dict)
+    position_pks: dict[str, int] = field(default_factory=dict)
+
+
+def book_load(paper: PaperAccount, *, symbols: Iterable[str] = ()) -> LoadedBook:
+    """The account's book in a fresh engine: working orders, positions, market
+    states, and the terms of their instruments and of ``symbols``."""
+    engine = PaperEngine(
+        engine_config(),
+        cash=paper.cash,
+        fees_paid=paper.fees_paid,
+        next_order_no=paper.next_order_no,
+        next_trade_no=paper.next_trade_no,
+    )
+    book = LoadedBook(paper=paper, engine=engine)
+    rows = list(PaperOrder.objects.filter(account=paper, working=True).order_by("seq"))
+    positions = list(PaperPosition.objects.filter(account=paper))
+    wanted = {*symbols, *(r.symbol for r in rows), *(p.symbol for p in positions if p.qty)}
+    for spec in specs_for(wanted).values():
+        engine.add_spec(spec)
+    for p in positions:
+        book.position_pks[p.symbol] = p.pk
+        engine.restore_position(Position(symbol=p.symbol, qty=p.qty, avg_price=p.avg_price, realized_pnl=p.realized_pnl))
+    for symbol, data in (paper.market_state or {}).items():
+        engine.restore_market(symbol, market_from_json(data))
+    for row in rows:
+        book.order_pks[row.broker_order_id] = row.pk
+        engine.restore_order(order_from_row(row))
+    return book
+
+
+def book_save(book: LoadedBook, now: float) -> Changes:
+    """Write what the engine changed since loading; returns those changes."""
+    engine, paper = book.engine, book.paper
+    changes = engine.take_changes()
+    if not (changes.orders or changes.fills or changes.positions or changes.markets):
+        return changes
+    new_rows: list[PaperOrder] = []
+    changed_rows: list[PaperOrder] = []
+    for order in changes.orders:
+        pk = book.order_pks.get(order.broker_order_id)
+        (changed_rows if pk else new_rows).append(_order_row(order, paper, pk))
+    if new_rows:
+        PaperOrder.objects.bulk_create(new_rows)
+        book.order_pks.update({r.broker_order_id: r.pk for r in new_rows if r.pk is not None})
+    if changed_rows:
+        PaperOrder.objects.bulk_update(changed_rows, _ORDER_UPDATE_FIELDS)
+    if changes.fills:
+        missing = {f.broker_order_id for f in changes.fills} - set(book.order_pks)
+        if missing:
+            # A fill of an order loaded as final cannot happen; of one created
+            # by a backend that returns no ids on bulk insert, it can.
+            book.order_pks.update(
+                PaperOrder.objects.filter(account=paper, broker_order_id__in=missing).values_list("broker_order_id", "pk")
+            )
+        PaperFill.objects.bulk_create(
+            PaperFill(
+                account=paper,
+                order_id=book.order_pks[f.broker_order_id],
+                trade_id=f.trade_id,
+                broker_order_id=f.broker_order_id,
+                client_order_id=f.client_order_id,
+                symbol=f.symbol,
+                side=f.side,
+                qty=f.qty,
+                price=f.price,
+                fee=f.fee,
+                executed_at=to_datetime(f.time),
+            )
+            for f in changes.fills
+        )
+    stamp = to_datetime(now)
+    new_positions: list[PaperPosition] = []
+    changed_positions: list[PaperPosition] = []
+    for p in changes.positions:
+        pk = book.position_pks.get(p.symbol)
+        row = PaperPosition(
+            pk=pk, account=paper, symbol=p.symbol, qty=p.qty, avg_price=p.avg_price, realized_pnl=p.realized_pnl, updated_at=stamp
+        )
+        (changed_positions if pk else new_positions).append(row)
+    if new_positions:
+        PaperPosition.objects.bulk_create(new_positions)
+        book.position_pks.update({r.symbol: r.pk for r in new_positions if r.pk is not None})
+    if changed_positions:
+        PaperPosition.objects.bulk_update(changed_positions, ["qty", "avg_price", "realized_pnl", "updated_at"])
+    fields = ["cash", "fees_paid", "next_order_no", "next_trade_no", "updated_at"]
+    paper.cash = engine.cash
+    paper.fees_paid = engine.fees_paid
+    paper.next_order_no = engine.next_order_no
+    paper.next_trade_no = engine.next_trade_no
+    if changes.markets:
+        paper.market_state = {**(paper.market_state or {}), **{s: market_to_json(m) for s, m in changes.markets.items()}}
+        fields.append("market_state")
+    paper.save(update_fields=fields)
+    return changes
