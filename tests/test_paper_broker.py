@@ -10,6 +10,7 @@ from decimal import Decimal as D
 import pytest
 from django.core.cache import cache
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from brokers import registry
 from brokers.base import Broker, BrokerRejected, OrderRequest
@@ -268,6 +269,15 @@ def test_the_listener_costs_one_query_when_nothing_is_working(broker, django_ass
     quote = put_quote("99.98", "99.99", t=NOW + 1)
     with django_assert_num_queries(1):
         assert paper_quotes_match([quote], now=NOW + 1) == 0
+
+
+def test_a_quote_that_fills_nothing_writes_nothing(broker):
+    put_quote("100.04", "100.05")
+    broker.place_order(req("buy", "10", "limit", cid="w1", price="100.00"))
+    with CaptureQueriesContext(connection) as queries:
+        assert paper_quotes_match([put_quote("100.01", "100.02", t=NOW + 1)], now=NOW + 1) == 1
+    writes = [q["sql"] for q in queries.captured_queries if q["sql"].lstrip().upper().startswith(("UPDATE", "INSERT", "DELETE"))]
+    assert writes == []
 
 
 def test_stop_orders_trigger_on_the_listeners_quotes(broker, sink):

@@ -520,7 +520,9 @@ class PaperEngine:
         )
         self.markets[quote.symbol] = state
         self.ledger.set_mark(quote.symbol, quote.last)
-        self._changed_markets[quote.symbol] = state
+        # Not a change to save yet: only a fill (in _fill) makes the state
+        # worth keeping. A quote nothing filled on may be forgotten; seen
+        # again after a reload it starts with its whole size, which is right.
         return state
 
     def _market_for(self, symbol: str, quote: QuoteLike | None) -> MarketState | None:
