@@ -26,7 +26,7 @@ from django.core.cache import cache
 
 from accounts.models import User
 from core.exceptions import InvalidInput, NotFound
-from marketdata.bars import bucket_function
+from marketdata.bars import Columns, bucket_function
 from marketdata.models import Instrument
 from marketdata.quotes import quote_as_dict, quote_get
 from marketdata.selectors import bars_history, instrument_get
@@ -246,8 +246,12 @@ def current_bar(symbol: str, resolution: str) -> BarData | None:
     history = bars_history(instrument=instrument, resolution=resolution, end=int(time.time()) + 60, countback=1, convert=Decimal)
     if not len(history):
         return None
-    t, o, h, lo, c, v = (col[-1] for col in history.columns)
-    return BarData(time=t, open=o, high=h, low=lo, close=c, volume=v)
+    return _last_bar(history.columns)
+
+
+def _last_bar(columns: Columns) -> BarData:
+    t, o, h, lo, c, v = columns
+    return BarData(time=t[-1], open=o[-1], high=h[-1], low=lo[-1], close=c[-1], volume=v[-1])
 
 
 # --- publishing --------------------------------------------------------------------------------
@@ -368,8 +372,9 @@ class Broadcaster:
         history = bars_history(instrument=instrument, resolution=resolution, start=bucket, end=before, convert=Decimal)
         if not len(history):
             return None
-        t, o, h, lo, c, v = (col[-1] for col in history.columns)
-        return BarData(bucket, o, h, lo, c, v)
+        bar = _last_bar(history.columns)
+        bar.time = bucket
+        return bar
 
     def bars_publish(self, now: float | None = None) -> int:
         now = now if now is not None else time.time()
