@@ -11,6 +11,7 @@ api_v1 = [
     path("", include("brokers.api.urls")),
     path("", include("streams.urls")),
     path("", include("marketdata.api.urls")),
+    path("", include("oms.api.urls")),
 ]
 
 urlpatterns = [

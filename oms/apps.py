@@ -7,6 +7,8 @@ class OmsConfig(AppConfig):
 
     def ready(self) -> None:
         from brokers.registry import register_sinks
+        from marketdata.api import register_marks_provider
+        from oms.selectors import fills_marks
         from oms.services.fills import fills_apply
         from oms.services.funds import funds_payload
         from oms.services.orders import order_apply_broker_status
@@ -18,3 +20,5 @@ class OmsConfig(AppConfig):
 
         register_sinks(fills=fills_apply, orders=order_updates)
         register_funds_provider(funds_payload)
+        # marketdata must not import the OMS: the datafeed asks this provider for the user's fills.
+        register_marks_provider(fills_marks)
