@@ -13,6 +13,8 @@ class OmsConfig(AppConfig):
         from oms.services.funds import funds_payload
         from oms.services.orders import order_apply_broker_status
         from oms.services.tx import register_funds_provider
+        from oms.streams import FundsChannel, OrdersChannel, PositionsChannel, ws_command
+        from streams.registry import register_channel, register_command_handler
 
         def order_updates(account_id, updates):  # type: ignore[no-untyped-def]
             for update in updates:
@@ -20,5 +22,8 @@ class OmsConfig(AppConfig):
 
         register_sinks(fills=fills_apply, orders=order_updates)
         register_funds_provider(funds_payload)
+        for channel in (OrdersChannel(), PositionsChannel(), FundsChannel()):
+            register_channel(channel)
+        register_command_handler(ws_command)
         # marketdata must not import the OMS: the datafeed asks this provider for the user's fills.
         register_marks_provider(fills_marks)
