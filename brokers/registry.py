@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 BrokerFactory = Callable[["BrokerAccount"], Broker]
-FillSink = Callable[[int, list[Fill]], None]
-OrderUpdateSink = Callable[[int, list[OrderStatus]], None]
+FillSink = Callable[[int, list[Fill]], object]
+OrderUpdateSink = Callable[[int, list[OrderStatus]], object]
 
 _factories: dict[str, BrokerFactory] = {}
 _fill_sink: FillSink | None = None

@@ -719,3 +719,15 @@ def test_list_paths_answer_with_and_without_a_slash(api, path):
 def test_lists_need_authentication(db):
     error(APIClient().get("/api/v1/oms/orders/open"), 401, "not_authenticated")
     error(APIClient().post("/api/v1/oms/commands", {}, format="json"), 401)
+
+
+def test_flatten_under_the_kill_switch_refuses_before_canceling_anything(api, account, venue):
+    """Flatten sends closing orders, which the kill switch refuses; it must not
+    cancel the working orders first and then report a refusal."""
+    working = send(api, account)
+    assert Order.objects.get(pk=working["order_id"]).status == "new"
+    BrokerAccount.objects.filter(pk=account.pk).update(trading_enabled=False)
+    response = api.post(f"/api/v1/accounts/{account.pk}/flatten")
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "trading_disabled"
+    assert Order.objects.get(pk=working["order_id"]).status == "new"

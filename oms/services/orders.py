@@ -568,7 +568,12 @@ def position_close(*, account: BrokerAccount, position_id: int, actor: User | No
 
 
 def positions_flatten_all(*, account: BrokerAccount, actor: User | None, source: str) -> list[Order]:
-    """``flatten_all``: cancel working orders, then close every open position."""
+    """``flatten_all``: cancel working orders, then close every open position.
+
+    Closing sends new orders, so the kill switch refuses flatten as a whole
+    before anything is canceled (cancel_all stays allowed)."""
+    if not BrokerAccount.objects.filter(pk=account.pk, trading_enabled=True).exists():
+        raise TradingDisabled("Trading is disabled on this account by staff: flatten needs new orders. cancel_all is still allowed.")
     orders_cancel_all(account=account, actor=actor, source=source)
     closes = []
     for position_id in Position.objects.filter(account=account, status=PositionStatus.OPEN).values_list("pk", flat=True):
