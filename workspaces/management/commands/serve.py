@@ -33,6 +33,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, host: str, port: int, **options: Any) -> None:
         call_command("migrate", interactive=False, verbosity=0)
+        if settings.SIMULATOR_ENABLED:
+            # First start: the demo instruments and 30 days of 1-minute history
+            # (about ten seconds); later starts fill only the gap since the last run.
+            call_command("seed_market", stdout=self.stdout)
         call_command("bootstrap_demo", url=f"http://{_url_host(host)}:{port}/", stdout=self.stdout)
         self.stdout.flush()
         sys.stdout.flush()
