@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import User
@@ -160,6 +162,19 @@ def broker_account_set_status(*, account: BrokerAccount, status: str, error: str
     BrokerAccount.objects.filter(pk=account.pk).update(**fields)
     account.refresh_from_db()
     return account
+
+
+def broker_account_record_sync(*, account: BrokerAccount, at: datetime, error: str = "", reconciled_until: datetime | None = None) -> None:
+    """Record a sync with the broker (reconciliation): its time, or its error.
+    The checkpoint only moves forward (two runs may finish out of order)."""
+    if error:
+        BrokerAccount.objects.filter(pk=account.pk).update(last_error=error[:2000], last_error_at=at)
+        return
+    BrokerAccount.objects.filter(pk=account.pk).update(last_synced_at=at)
+    if reconciled_until is not None:
+        BrokerAccount.objects.filter(pk=account.pk).filter(
+            Q(reconciled_until__isnull=True) | Q(reconciled_until__lt=reconciled_until)
+        ).update(reconciled_until=reconciled_until)
 
 
 def broker_account_credentials(*, account: BrokerAccount) -> dict[str, Any]:

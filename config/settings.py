@@ -360,6 +360,24 @@ OMS_SWEEP_AFTER_SECONDS = env.float("OMS_SWEEP_AFTER_SECONDS", default=10.0)
 OMS_SWEEP_INTERVAL = env.float("OMS_SWEEP_INTERVAL", default=5.0)
 OMS_RECONCILE_INTERVAL = env.float("OMS_RECONCILE_INTERVAL", default=30.0)
 OMS_MARKS_INTERVAL = env.float("OMS_MARKS_INTERVAL", default=1.0)
+# Reconciliation: how far back the first run of an account looks, and how long
+# an order may stay unknown (not found at the broker) before it is rejected.
+OMS_RECONCILE_LOOKBACK_SECONDS = env.float("OMS_RECONCILE_LOOKBACK_SECONDS", default=86400.0)
+OMS_RECONCILE_GRACE_SECONDS = env.float("OMS_RECONCILE_GRACE_SECONDS", default=120.0)
+# Production: beat schedules the OMS's periodic work on the workers (the
+# embedded default runs the same services as in-process loops, oms/loops.py).
+# A run that waited longer than its interval is dropped: the next one comes.
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "oms.orders_sweep": {"task": "oms.orders_sweep", "schedule": OMS_SWEEP_INTERVAL, "options": {"expires": OMS_SWEEP_INTERVAL}},
+        "oms.accounts_reconcile_all": {
+            "task": "oms.accounts_reconcile_all",
+            "schedule": OMS_RECONCILE_INTERVAL,
+            "options": {"expires": OMS_RECONCILE_INTERVAL},
+        },
+        "oms.positions_mark": {"task": "oms.positions_mark", "schedule": OMS_MARKS_INTERVAL, "options": {"expires": OMS_MARKS_INTERVAL}},
+    }
+)
 
 # --- Paper broker ------------------------------------------------------------------------
 # Amounts are decimal strings (never floats: this is money).

@@ -8,6 +8,7 @@ class OmsConfig(AppConfig):
     def ready(self) -> None:
         from brokers.registry import register_sinks
         from marketdata.api import register_marks_provider
+        from oms.loops import register_loops
         from oms.selectors import fills_marks
         from oms.services.fills import fills_apply
         from oms.services.funds import funds_payload
@@ -21,6 +22,7 @@ class OmsConfig(AppConfig):
                 order_apply_broker_status(account_id=account_id, status=update)
 
         register_sinks(fills=fills_apply, orders=order_updates)
+        register_loops()
         register_funds_provider(funds_payload)
         for channel in (OrdersChannel(), PositionsChannel(), FundsChannel()):
             register_channel(channel)

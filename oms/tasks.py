@@ -41,3 +41,45 @@ def order_change_task(order_id: int, changes: dict[str, str]) -> None:
 
     if Order.objects.filter(pk=order_id).exists():
         order_change_at_broker(order_id=order_id, changes=changes)
+
+
+# --- periodic work (beat in production; oms.loops runs the same services on the embedded default) ---
+
+
+@shared_task(name="oms.orders_sweep", acks_late=True)
+def orders_sweep_task() -> dict:
+    """Send or settle orders a crash left in pending_new."""
+    from oms.services.sweeper import orders_sweep
+
+    return orders_sweep().as_dict()
+
+
+@shared_task(name="oms.account_reconcile", acks_late=True)
+def account_reconcile_task(account_id: int) -> dict | None:
+    """Reconcile one account with its broker (scheduled, or on demand)."""
+    from brokers.models import BrokerAccount
+    from oms.services.reconcile import account_reconcile
+
+    account = BrokerAccount.objects.filter(pk=account_id).first()
+    if account is None:
+        return None
+    return account_reconcile(account=account).as_dict()
+
+
+@shared_task(name="oms.accounts_reconcile_all", acks_late=True)
+def accounts_reconcile_all_task() -> list[int]:
+    """One reconciliation task per account: they run in parallel on the workers."""
+    from oms.services.reconcile import accounts_to_reconcile
+
+    account_ids = accounts_to_reconcile()
+    for account_id in account_ids:
+        account_reconcile_task.delay(account_id)
+    return account_ids
+
+
+@shared_task(name="oms.positions_mark", acks_late=True)
+def positions_mark_task() -> int:
+    """Re-mark open positions to the latest quotes."""
+    from oms.services.positions import positions_mark_all
+
+    return positions_mark_all()

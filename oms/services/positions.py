@@ -379,3 +379,12 @@ def working_reduce_qty(position: Position) -> Decimal:
     for order in Order.objects.filter(position=position, status__in=OPEN_STATUSES, reduce_only=True):
         total += order.qty - order.filled_qty
     return total
+
+
+def positions_mark_all() -> int:
+    """Re-mark the open positions of every account; the number that moved."""
+    moved = 0
+    account_ids = Position.objects.filter(status=PositionStatus.OPEN).values_list("account_id", flat=True).distinct()
+    for account in BrokerAccount.objects.filter(pk__in=list(account_ids)).order_by("id"):
+        moved += positions_mark(account=account)
+    return moved

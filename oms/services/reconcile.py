@@ -1,0 +1,432 @@
+"""Reconciliation: make the OMS agree with what the broker says happened.
+
+Per account, on a schedule and on demand: pull the broker's open orders and
+the orders and fills since the account's checkpoint, then
+
+* book missing fills exactly once (``fills_apply`` dedups by broker trade id);
+* settle ``unknown`` orders (the send timed out): found at the broker -> its
+  status; not found after a grace period -> rejected. Never sent again;
+* move our working orders to the broker's status (a missed update);
+* import orders the broker has and we don't (``source=external``), never drop them;
+* re-ask a cancel left pending (its task was lost).
+
+All broker calls happen first, outside any transaction; then each change is a
+short write under the account lock. A broker error changes nothing and leaves
+the checkpoint where it was: the next run asks again.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from brokers.base import Broker, BrokerError, Fill
+from brokers.base import OrderStatus as BrokerOrderStatus
+from brokers.models import AccountStatus, BrokerAccount
+from brokers.registry import broker_for
+from brokers.services import broker_account_record_sync
+from oms.models import FINAL_STATUSES, Order, OrderEvent, OrderStatus, OrderType, Side, Source, TimeInForce
+from oms.services.fills import fills_apply
+from oms.services.orders import _enqueue, _find_order, _settle, order_transition
+from oms.services.tx import AccountTx
+
+logger = logging.getLogger(__name__)
+
+# Orders the broker may list under a time of its own clock: look a little
+# before the checkpoint (booking is idempotent, so overlap costs nothing).
+OVERLAP = timedelta(minutes=5)
+# Matching an order by symbol, side and qty (brokers without client order
+# ids): the broker's creation time lies this close to our send time.
+MATCH_WINDOW = timedelta(minutes=2)
+WORKING = (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED, OrderStatus.PENDING_CANCEL, OrderStatus.PENDING_CHANGE)
+# Broker statuses that settle something; its transient ones (pending_*) do not.
+SETTLING = frozenset({"new", "partially_filled", "filled", "canceled", "rejected", "expired"})
+NOT_FOUND = "Not found at the broker."
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,36}$")
+
+
+@dataclass
+class ReconcileSummary:
+    account_id: int
+    ok: bool = True
+    error: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+    fills_booked: int = 0
+    imported: list[int] = field(default_factory=list)
+    linked: list[int] = field(default_factory=list)
+    updated: list[int] = field(default_factory=list)
+    rejected: list[int] = field(default_factory=list)
+    cancels_retried: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["since"] = self.since.isoformat() if self.since else None
+        data["until"] = self.until.isoformat() if self.until else None
+        return data
+
+
+# --- finding one order at the broker (shared with the sweeper) ------------------------------
+
+
+def _same_order(order: Order, view: BrokerOrderStatus) -> bool:
+    if view.client_order_id:
+        return view.client_order_id == order.client_order_id
+    if (view.symbol, view.side) != (order.symbol, order.side) or Decimal(view.qty) != order.qty:
+        return False
+    sent = order.sent_at or order.created_at
+    return view.created_at is None or abs(view.created_at - sent) <= MATCH_WINDOW
+
+
+def order_match_by_attributes(order: Order, views: Iterable[BrokerOrderStatus]) -> BrokerOrderStatus | None:
+    """The broker's order that is ``order`` for a broker without client order
+    ids: same symbol, side and qty, created near our send, and not linked to
+    another of our orders; the closest in time wins."""
+    candidates = [v for v in views if v.broker_order_id and _same_order(order, v)]
+    if not candidates:
+        return None
+    linked = set(
+        Order.objects.filter(account_id=order.account_id, broker_order_id__in=[v.broker_order_id for v in candidates])
+        .exclude(pk=order.pk)
+        .values_list("broker_order_id", flat=True)
+    )
+    candidates = [v for v in candidates if v.broker_order_id not in linked]
+    sent = order.sent_at or order.created_at
+    candidates.sort(key=lambda v: abs(v.created_at - sent) if v.created_at else MATCH_WINDOW)
+    return candidates[0] if candidates else None
+
+
+def order_lookup_at_broker(broker: Broker, order: Order, *, recent: list[BrokerOrderStatus] | None = None) -> BrokerOrderStatus | None:
+    """Ask the broker whether it has ``order``: by client order id where it
+    supports them (or by its id once we know it), else by matching symbol,
+    side, qty and time among its orders since our send. Raises BrokerError."""
+    if broker.capabilities.supports_client_order_id or order.broker_order_id:
+        view = broker.get_order(
+            client_order_id=order.client_order_id if broker.capabilities.supports_client_order_id else None,
+            broker_order_id=order.broker_order_id or None,
+            symbol=order.symbol,
+        )
+        if view is not None or broker.capabilities.supports_client_order_id:
+            return view
+    if recent is None:
+        recent = broker.orders_since((order.sent_at or order.created_at) - MATCH_WINDOW)
+    return order_match_by_attributes(order, recent)
+
+
+def order_record_broker_view(*, order_id: int, view: BrokerOrderStatus, source: str = Source.RECONCILIATION, message: str = "") -> Order:
+    """Record the broker's view of one of our orders found by a lookup: its
+    broker order id (which a match by attributes is the only way to learn),
+    then its status where that is a legal step (fills come from deals)."""
+    with transaction.atomic():
+        tx = AccountTx.lock(Order.objects.values_list("account_id", flat=True).get(pk=order_id))
+        order = Order.objects.get(pk=order_id)
+        if view.broker_order_id and not order.broker_order_id:
+            order.broker_order_id = view.broker_order_id
+            order.save(update_fields=["broker_order_id", "updated_at"])
+        if view.status in SETTLING:
+            _settle(tx, order, view.status, source=source, message=message or view.message, payload=view.raw)
+        tx.finish()
+    return order
+
+
+# --- reconciliation ---------------------------------------------------------------------------
+
+
+@dataclass
+class _BrokerSnapshot:
+    views: dict[str, BrokerOrderStatus]  # by broker order id
+    fills: list[Fill]
+    looked_up: dict[int, BrokerOrderStatus | None]  # our order id -> its view, None: not at the broker
+    recent: list[BrokerOrderStatus]
+
+
+def _index(*lists: list[BrokerOrderStatus]) -> dict[str, BrokerOrderStatus]:
+    """One view per broker order; a final status wins (it never changes back),
+    else the later list (asked later) wins."""
+    views: dict[str, BrokerOrderStatus] = {}
+    for views_list in lists:
+        for view in views_list:
+            key = view.broker_order_id or f"coid:{view.client_order_id}"
+            held = views.get(key)
+            if held is not None and held.status in FINAL_STATUSES and view.status not in FINAL_STATUSES:
+                continue
+            views[key] = view
+    return views
+
+
+def _view_of(order: Order, views: dict[str, BrokerOrderStatus]) -> BrokerOrderStatus | None:
+    if order.broker_order_id and order.broker_order_id in views:
+        return views[order.broker_order_id]
+    for view in views.values():
+        if view.client_order_id and view.client_order_id == order.client_order_id:
+            return view
+    return None
+
+
+def _ask_broker(account: BrokerAccount, ours: list[Order], since: datetime) -> _BrokerSnapshot:
+    broker = broker_for(account)
+    recent = broker.orders_since(since)
+    fills = broker.fills_since(since)
+    open_orders = broker.open_orders()  # asked last: the freshest word on what is working
+    views = _index(recent, open_orders)
+    looked_up: dict[int, BrokerOrderStatus | None] = {}
+    for order in ours:
+        if _view_of(order, views) is None:
+            looked_up[order.pk] = order_lookup_at_broker(broker, order, recent=recent)
+    return _BrokerSnapshot(views=views, fills=fills, looked_up=looked_up, recent=recent)
+
+
+def account_reconcile(*, account: BrokerAccount, now: datetime | None = None) -> ReconcileSummary:
+    """Reconcile one account with its broker (see the module docstring)."""
+    started = now or timezone.now()
+    account = BrokerAccount.objects.get(pk=account.pk)  # the checkpoint as stored now
+    if account.reconciled_until is not None:
+        since = account.reconciled_until - OVERLAP
+    else:
+        since = started - timedelta(seconds=settings.OMS_RECONCILE_LOOKBACK_SECONDS)
+    # Our side is read before the broker is asked, so what the broker says is
+    # at least as new as what we act on; each write re-reads under the lock.
+    ours = list(Order.objects.filter(account=account, status__in=(OrderStatus.UNKNOWN, *WORKING)).order_by("id"))
+    for order in ours:
+        if order.status == OrderStatus.UNKNOWN:
+            since = min(since, (order.sent_at or order.created_at) - MATCH_WINDOW)
+    summary = ReconcileSummary(account_id=account.pk, since=since, until=started)
+    try:
+        snapshot = _ask_broker(account, ours, since)
+    except BrokerError as exc:
+        summary.ok, summary.error = False, f"{type(exc).__name__}: {exc.message}"
+        logger.warning("reconciliation of account %s failed: %s", account.pk, summary.error)
+        broker_account_record_sync(account=account, at=started, error=f"Reconciliation: {summary.error}")
+        return summary
+
+    try:
+        _link_or_import(account, snapshot, summary)
+        summary.fills_booked = len(fills_apply(account.pk, snapshot.fills))
+        _settle_ours(account, ours, snapshot, started, summary)
+    except Exception as exc:
+        # Not a broker error: the checkpoint stays; the next run does it again.
+        broker_account_record_sync(account=account, at=started, error=f"Reconciliation: {type(exc).__name__}: {exc}")
+        raise
+    broker_account_record_sync(account=account, at=started, reconciled_until=started)
+    return summary
+
+
+def _link_or_import(account: BrokerAccount, snapshot: _BrokerSnapshot, summary: ReconcileSummary) -> None:
+    """Orders the broker has and we don't know by id: ours answered by a lost
+    reply (link them), or someone else's (import them)."""
+    for view in snapshot.views.values():
+        if _find_order(account.pk, broker_order_id=view.broker_order_id, client_order_id=view.client_order_id) is not None:
+            continue
+        if not view.client_order_id:
+            ours = _unlinked_sent_orders(account)
+            match = next((o for o in ours if order_match_by_attributes(o, [view]) is view), None)
+            if match is not None:
+                order_record_broker_view(order_id=match.pk, view=view)
+                summary.linked.append(match.pk)
+                continue
+        order = order_import_external(account_id=account.pk, view=view)
+        if order is not None:
+            summary.imported.append(order.pk)
+
+
+def _unlinked_sent_orders(account: BrokerAccount) -> list[Order]:
+    return list(
+        Order.objects.filter(account=account, broker_order_id="", status__in=(OrderStatus.UNKNOWN, OrderStatus.PENDING_NEW))
+        .exclude(sent_at=None)
+        .order_by("sent_at")
+    )
+
+
+def _settle_ours(
+    account: BrokerAccount, ours: list[Order], snapshot: _BrokerSnapshot, started: datetime, summary: ReconcileSummary
+) -> None:
+    grace = timedelta(seconds=settings.OMS_RECONCILE_GRACE_SECONDS)
+    for order in ours:
+        view = _view_of(order, snapshot.views)
+        if view is None:
+            view = snapshot.looked_up.get(order.pk)
+        if view is None:
+            if order.status == OrderStatus.UNKNOWN and (order.sent_at or order.updated_at) < started - grace:
+                if _reject_not_found(order.pk):
+                    summary.rejected.append(order.pk)
+            elif order.status == OrderStatus.PENDING_CANCEL and order.updated_at < started - grace:
+                _retry_cancel(order.pk, summary)
+            continue
+        outcome = _apply_view(order.pk, view, stale_before=started - grace)
+        if outcome == "moved":
+            summary.updated.append(order.pk)
+        elif outcome == "retry_cancel":
+            _retry_cancel(order.pk, summary)
+
+
+def _apply_view(order_id: int, view: BrokerOrderStatus, *, stale_before: datetime) -> str:
+    """Move one of our orders towards the broker's view. A cancel or change
+    still in flight is left alone (the broker answers it); one pending longer
+    than the grace period lost its answer: a change takes the broker's terms,
+    a cancel is asked again."""
+    with transaction.atomic():
+        tx = AccountTx.lock(Order.objects.values_list("account_id", flat=True).get(pk=order_id))
+        order = Order.objects.get(pk=order_id)
+        outcome = "same"
+        if order.is_final or view.status not in SETTLING:
+            tx.finish()
+            return outcome
+        if view.broker_order_id and not order.broker_order_id:
+            order.broker_order_id = view.broker_order_id
+            order.save(update_fields=["broker_order_id", "updated_at"])
+        working_at_broker = view.status not in FINAL_STATUSES
+        if order.status in (OrderStatus.PENDING_CANCEL, OrderStatus.PENDING_CHANGE) and working_at_broker:
+            if order.updated_at >= stale_before:
+                tx.finish()
+                return outcome
+            if order.status == OrderStatus.PENDING_CANCEL:
+                tx.finish()
+                return "retry_cancel"
+            _adopt_broker_terms(order, view)
+        message = view.message or f"Reconciled: {view.status} at the broker."
+        if _repeats_last_note(order, view.status):
+            tx.finish()
+            return outcome
+        before = order.status
+        _settle(tx, order, view.status, source=Source.RECONCILIATION, message=message, payload=view.raw)
+        if order.status != before:
+            outcome = "moved"
+        tx.finish()
+    return outcome
+
+
+def _adopt_broker_terms(order: Order, view: BrokerOrderStatus) -> None:
+    """A change whose answer was lost: the broker's qty and prices are the truth."""
+    changed = []
+    if view.qty and Decimal(view.qty) != order.qty and Decimal(view.qty) >= order.filled_qty:
+        order.qty = Decimal(view.qty)
+        changed.append("qty")
+    if view.price is not None and order.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT) and view.price != order.price:
+        order.price = view.price
+        changed.append("price")
+    if view.stop_price is not None and order.order_type in (OrderType.STOP, OrderType.STOP_LIMIT) and view.stop_price != order.stop_price:
+        order.stop_price = view.stop_price
+        changed.append("stop_price")
+    if changed:
+        order.save(update_fields=[*changed, "updated_at"])
+
+
+def _repeats_last_note(order: Order, broker_status: str) -> bool:
+    """A broker status we cannot follow is noted once, not on every run."""
+    last = OrderEvent.objects.filter(order=order).order_by("-id").values_list("kind", "message").first()
+    return last == ("stale_update", f"broker said {broker_status} while {order.status}")
+
+
+def _reject_not_found(order_id: int) -> bool:
+    with transaction.atomic():
+        tx = AccountTx.lock(Order.objects.values_list("account_id", flat=True).get(pk=order_id))
+        order = Order.objects.get(pk=order_id)
+        moved = order.status == OrderStatus.UNKNOWN
+        if moved:
+            order_transition(tx, order, OrderStatus.REJECTED, source=Source.RECONCILIATION, message=NOT_FOUND)
+        tx.finish()
+    return moved
+
+
+def _retry_cancel(order_id: int, summary: ReconcileSummary) -> None:
+    # A cancel is safe to ask twice; the task does nothing unless still pending_cancel.
+    _enqueue("order_cancel_task", order_id)
+    summary.cancels_retried.append(order_id)
+
+
+# --- imports ---------------------------------------------------------------------------------
+
+
+def _client_order_id_for(account_id: int, view: BrokerOrderStatus) -> str:
+    wanted = view.client_order_id if view.client_order_id and _CLIENT_ID.match(view.client_order_id) else ""
+    if not wanted:
+        wanted = "x" + re.sub(r"[^A-Za-z0-9_-]", "", view.broker_order_id)[-35:]
+    candidate, n = wanted, 1
+    while Order.objects.filter(account_id=account_id, client_order_id=candidate).exists():
+        n += 1
+        candidate = f"{wanted[: 36 - len(str(n)) - 1]}-{n}"
+    return candidate
+
+
+def _import_status(broker_status: str) -> str:
+    """The status an imported order starts in. Fills come from deals: an order
+    filled at the broker starts as new and its fills move it on."""
+    if broker_status in (OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED, OrderStatus.NEW):
+        return broker_status
+    return OrderStatus.NEW
+
+
+def order_import_external(*, account_id: int, view: BrokerOrderStatus) -> Order | None:
+    """Create the order the broker has and we don't (``source=external``),
+    with an ``imported`` event. Returns None when it is ours after all (found
+    under the lock) or cannot be an order (no side or quantity)."""
+    if view.side not in Side.values or not view.qty or Decimal(view.qty) <= 0 or not view.symbol:
+        logger.error("account %s: broker order %s cannot be imported: %r", account_id, view.broker_order_id, view)
+        return None
+    with transaction.atomic():
+        tx = AccountTx.lock(account_id)
+        if _find_order(account_id, broker_order_id=view.broker_order_id, client_order_id=view.client_order_id) is not None:
+            tx.finish()
+            return None
+        status = _import_status(view.status)
+        order = Order.objects.create(
+            account=tx.account,
+            client_order_id=_client_order_id_for(account_id, view),
+            broker_order_id=view.broker_order_id,
+            symbol=view.symbol[:64],
+            side=view.side,
+            order_type=view.order_type if view.order_type in OrderType.values else OrderType.MARKET,
+            qty=Decimal(view.qty),
+            price=view.price,
+            stop_price=view.stop_price,
+            time_in_force=view.time_in_force if view.time_in_force in TimeInForce.values else TimeInForce.GTC,
+            status=status,
+            source=Source.EXTERNAL,
+            status_message=view.message[:1000],
+            # At the broker already: the sweeper must never send it.
+            sent_at=view.created_at or timezone.now(),
+        )
+        OrderEvent.objects.create(
+            order=order,
+            kind="imported",
+            to_status=status,
+            source=Source.RECONCILIATION,
+            message=f"Imported from the broker ({view.status} there).",
+            payload=view.raw,
+        )
+        tx.order_changed(order)
+        tx.finish()
+    return order
+
+
+# --- every account -------------------------------------------------------------------------------
+
+
+def accounts_to_reconcile() -> list[int]:
+    return list(
+        BrokerAccount.objects.filter(status__in=(AccountStatus.ACTIVE, AccountStatus.ERROR)).order_by("id").values_list("pk", flat=True)
+    )
+
+
+def accounts_reconcile_all(*, now: datetime | None = None) -> list[ReconcileSummary]:
+    """Reconcile every account in turn (the embedded default's loop); one
+    account's failure does not stop the others."""
+    summaries = []
+    for account_id in accounts_to_reconcile():
+        account = BrokerAccount.objects.filter(pk=account_id).first()
+        if account is None:
+            continue
+        try:
+            summaries.append(account_reconcile(account=account, now=now))
+        except Exception:
+            logger.exception("reconciliation of account %s failed", account_id)
+    return summaries
