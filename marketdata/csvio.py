@@ -25,11 +25,12 @@ from typing import IO, Any
 from django.conf import settings
 from django.db.models import DecimalField
 
+from core.decimals import plain_decimal
 from core.exceptions import InvalidInput, NotFound
 from marketdata.bars import resolution_seconds
 from marketdata.models import Bar, Instrument
 from marketdata.selectors import bars_history, instrument_get
-from marketdata.services import bars_upsert, instrument_upsert, plain_decimal
+from marketdata.services import bars_upsert, instrument_upsert
 from marketdata.sessions import period_start, zone
 from marketdata.types import INTRADAY_RESOLUTIONS, SUPPORTED_RESOLUTIONS, normalize_resolution
 from marketdata.types import Bar as BarData

@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
 
+from core.decimals import decimal_str
 from marketdata.types import Quote
 
 _PREFIX = "md:quote:"
@@ -43,8 +43,7 @@ def quote_is_stale(quote: Quote, now: float | None = None) -> bool:
     return (now if now is not None else time.time()) - quote.time > settings.QUOTE_STALE_SECONDS
 
 
-def _s(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
+_s = decimal_str
 
 
 def quote_as_dict(quote: Quote, now: float | None = None) -> dict[str, Any]:
@@ -61,7 +60,7 @@ def quote_as_dict(quote: Quote, now: float | None = None) -> dict[str, Any]:
         "volume": _s(quote.volume),
         "open_interest": _s(quote.open_interest),
         "change": _s(change),
-        "change_percent": None if change_percent is None else str(round(change_percent, 4)),
+        "change_percent": None if change_percent is None else decimal_str(round(change_percent, 4)),
         "day_open": _s(quote.day_open),
         "day_high": _s(quote.day_high),
         "day_low": _s(quote.day_low),

@@ -162,8 +162,3 @@ def ticks_ingest(
 
 def decimal(value: Any) -> Decimal:
     return value if isinstance(value, Decimal) else Decimal(str(value))
-
-
-def plain_decimal(value: Decimal) -> Decimal:
-    """``100.0000000000`` -> ``100``, ``0.0500000000`` -> ``0.05`` (never ``1E+2``)."""
-    return value.quantize(Decimal(1)) if value == value.to_integral_value() else value.normalize()

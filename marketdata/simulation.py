@@ -18,10 +18,11 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 
+from core.decimals import plain_decimal
 from marketdata.bars import BarBuilder
 from marketdata.feeds.simulated import SimInstrument, SimulatedFeed
 from marketdata.models import Bar, Instrument, InstrumentType
-from marketdata.services import bars_upsert_many, instrument_upsert, plain_decimal, ticks_ingest
+from marketdata.services import bars_upsert_many, instrument_upsert, ticks_ingest
 from marketdata.types import Bar as BarData
 from marketdata.types import Quote
 

@@ -25,6 +25,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from accounts.models import User
+from core.decimals import decimal_str
 from core.exceptions import InvalidInput, NotFound
 from marketdata.bars import Columns, bucket_function
 from marketdata.models import Instrument
@@ -123,8 +124,7 @@ def broadcast_stats() -> dict[str, Any]:
 # --- wire forms ---------------------------------------------------------------------------
 
 
-def _s(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
+_s = decimal_str
 
 
 def bar_payload(symbol: str, resolution: str, bar: BarData) -> dict[str, Any]:

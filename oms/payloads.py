@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
+from core.decimals import decimal_str
 from oms.models import Deal, Order, Position
 
-
-def _s(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
+_s = decimal_str
 
 
 def _t(value: datetime | None) -> str | None:

@@ -271,7 +271,7 @@ def test_snapshot_holds_the_open_orders_at_its_seq(live_server_process, alice_ke
     account = BrokerAccount.objects.get(pk=paper.pk)
     assert orders["seq"] == account.orders_seq and orders["seq"] >= 1
     [order] = orders["data"]
-    assert order["status"] in ("pending_new", "new") and order["price"] == "1.0000000000"
+    assert order["status"] in ("pending_new", "new") and order["price"] == "1"
     assert positions["seq"] == account.positions_seq and positions["data"] == []
     assert funds["seq"] == account.funds_seq
     assert funds["data"] is None or funds["data"]["account_id"] == paper.pk  # null while no paper broker answers
@@ -455,6 +455,6 @@ def test_fills_move_the_positions_and_funds_channels_gap_free(fresh_channel_laye
     position_updates = [f for f in frames if f["channel"] == f"positions:{account.pk}"]
     funds_updates = [f for f in frames if f["channel"] == f"funds:{account.pk}"]
     assert_gap_free(positions["seq"], position_updates)
-    assert [u["data"]["qty"] for u in position_updates] == ["2.0000000000", "4.0000000000", "6.0000000000"]
+    assert [u["data"]["qty"] for u in position_updates] == ["2", "4", "6"]
     assert_gap_free(funds["seq"], funds_updates)
     assert len(funds_updates) == 3

@@ -14,8 +14,8 @@ from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from core.decimals import plain_decimal
 from marketdata.models import Instrument, InstrumentType
-from marketdata.services import plain_decimal
 
 # datetime.fromtimestamp is good up to year 9999; refuse what it cannot hold.
 _MAX_UNIX = 253_402_300_799

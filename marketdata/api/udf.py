@@ -8,9 +8,9 @@ from typing import Any
 
 import orjson
 
+from core.decimals import plain_decimal
 from marketdata.models import Instrument, InstrumentType
 from marketdata.selectors import History
-from marketdata.services import plain_decimal
 from marketdata.types import INTRADAY_RESOLUTIONS, SUPPORTED_RESOLUTIONS, Quote
 
 # TradingView knows "Etc/UTC", not "UTC".

@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
 
+from core.decimals import plain_decimal
 from core.pagination import CursorPagination
 from marketdata.api.serializers import (
     HistoryBarsSerializer,
@@ -29,7 +30,7 @@ from marketdata.api.serializers import (
 from marketdata.models import Instrument
 from marketdata.quotes import quote_as_dict, quote_get
 from marketdata.selectors import bars_history, instrument_get, instruments_list, quotes_lookup, resolution_or_error
-from marketdata.services import decimal, plain_decimal
+from marketdata.services import decimal
 
 
 def _query(serializer_class: type[Serializer], request: Request) -> dict[str, Any]:

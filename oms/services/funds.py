@@ -10,6 +10,7 @@ from django.core.cache import cache
 from brokers.base import BrokerError, Funds
 from brokers.models import BrokerAccount
 from brokers.registry import broker_for
+from core.decimals import decimal_str
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +42,8 @@ def funds_payload(account: BrokerAccount) -> dict[str, Any] | None:
     return {
         "account_id": account.pk,
         "currency": funds.currency,
-        "cash": str(funds.cash),
-        "margin_used": str(funds.margin_used),
-        "margin_available": str(funds.margin_available),
-        "equity": str(funds.equity),
+        "cash": decimal_str(funds.cash),
+        "margin_used": decimal_str(funds.margin_used),
+        "margin_available": decimal_str(funds.margin_available),
+        "equity": decimal_str(funds.equity),
     }
