@@ -138,7 +138,9 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py's async pool raises past its cap (default 100) instead of
+                # waiting: a burst of subscriptions would fail. Connections open on demand.
+                "hosts": [{"address": REDIS_URL, "max_connections": env.int("CHANNEL_LAYER_MAX_CONNECTIONS", default=2000)}],
                 "capacity": env.int("CHANNEL_LAYER_CAPACITY", default=1000),
                 "expiry": 30,
                 "prefix": env.str("CHANNEL_LAYER_PREFIX", default="asgi"),
