@@ -30,8 +30,12 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 CLIENT_COUNTS = [int(n) for n in os.environ.get("FANOUT_CLIENTS", "1,100,1000").split(",")]
-UPDATES = int(os.environ.get("FANOUT_UPDATES", "40"))
-INTERVAL = float(os.environ.get("FANOUT_INTERVAL", "0.1"))  # slower than the 50 ms coalescing window
+UPDATES = int(os.environ.get("FANOUT_UPDATES", "20"))
+# Seconds between updates: at least the 50 ms coalescing window, and long
+# enough for one fan-out to finish before the next (the latency of one update,
+# not of a queue): 0.1 s plus 1.5 ms per client.
+INTERVAL = float(os.environ.get("FANOUT_INTERVAL", "0.1"))
+INTERVAL_PER_CLIENT = float(os.environ.get("FANOUT_INTERVAL_PER_CLIENT", "0.0015"))
 SYMBOL = "BENCH:FANOUT"
 
 
@@ -145,7 +149,7 @@ async def run_case(url: str, clients: int, key: str | None, gateway: bool) -> di
     base_seq = int(time.time() * 1000)
     for n in range(UPDATES):
         await apublish(f"quotes:{SYMBOL}", base_seq + n + 1, {"symbol": SYMBOL, "last": str(100 + n), "sent_at": time.time()}, latest=True)
-        await asyncio.sleep(INTERVAL)
+        await asyncio.sleep(INTERVAL + INTERVAL_PER_CLIENT * clients)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(done.wait(), 20)
     for task in readers:
@@ -176,7 +180,7 @@ def main() -> None:
     gateway_port, floor_port = free_port(), free_port()
     gateway = start_server("config.asgi:application", gateway_port, logs / "fanout-gateway.log")
     floor = start_server("bench.floor_asgi:application", floor_port, logs / "fanout-floor.log")
-    results: dict = {"updates_per_case": UPDATES, "interval_s": INTERVAL, "cases": []}
+    results: dict = {"updates_per_case": UPDATES, "interval_s": INTERVAL, "interval_per_client_s": INTERVAL_PER_CLIENT, "cases": []}
     try:
         for clients in CLIENT_COUNTS:
             for name, url, auth, is_gateway in (
