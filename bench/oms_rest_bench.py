@@ -14,6 +14,13 @@ first tick gives the instrument a fresh quote; nothing then competes with the
 requests). Each run uses fresh paper accounts, so every phase starts with an
 empty book. Orders are limit buys far below the market: they rest.
 
+``OMS_BENCH_SERVER_REDIS_URL=redis://.../N`` (a Redis database of its own)
+gives the server that REDIS_URL instead: the production path, where the
+request commits and enqueues and no worker is started, so the orders stay
+pending_new: the cost of the request without the broker call, for
+comparison. Afterwards the run cancels those orders and takes its messages
+off the queue. Written to ``oms_rest_production.json``.
+
 Prints a table and writes ``bench/results/oms_rest.json``.
 Goals: send_order median latency <= 2.5 x the floor's; batch orders/s >= 10 x
 single-order orders/s.
@@ -36,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 BENCH_DB = "terminal_bench_oms"
-SYMBOL = "BENCH:OMS"
+SYMBOL = "BENCH:OMS:" + time.strftime("%Y%m%d%H%M%S")  # fresh per run: earlier runs' resting orders never match again
 SINGLE = int(os.environ.get("OMS_BENCH_SINGLE", "400"))  # sequential single orders (and as many floor requests)
 THREADS = 2  # client threads of the concurrent phase
 CONCURRENT = int(os.environ.get("OMS_BENCH_CONCURRENT", "400"))  # single orders over THREADS threads
@@ -99,8 +106,11 @@ def _setup() -> dict:
     from accounts.models import User
     from accounts.services import api_key_create, user_create
     from brokers.services import broker_account_create
+    from marketdata.models import Instrument
     from marketdata.services import instrument_upsert
 
+    # Earlier runs' instruments go quiet: no quotes, so no matching of their books.
+    Instrument.objects.filter(symbol__startswith="BENCH:OMS").exclude(symbol=SYMBOL).update(active=False)
     instrument_upsert(
         symbol=SYMBOL,
         description="OMS REST bench",
@@ -118,9 +128,14 @@ def _setup() -> dict:
     return {"key": api_key_create(user=user, name=f"oms bench {stamp}", scope="trade").key, "accounts": accounts}
 
 
+SERVER_REDIS_URL = os.environ.get("OMS_BENCH_SERVER_REDIS_URL", "")
+
+
 def _start_server(port: int, log: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env.update(SERVER_ENV)
+    if SERVER_REDIS_URL:
+        env.update(REDIS_URL=SERVER_REDIS_URL, RUN_LOOPS_IN_PROCESS="false")
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
@@ -142,6 +157,26 @@ def _start_server(port: int, log: Path) -> subprocess.Popen:
             time.sleep(0.2)
     proc.kill()
     raise RuntimeError(f"daphne did not start: {log.read_text()[-3000:]}")
+
+
+def _cleanup_production_run(accounts: dict[str, int], server_pid: int) -> None:
+    """The production variant leaves its orders unsent: cancel them (a later
+    server's sweeper would send them) and take this server's messages off the
+    Redis queue (a worker of another database must never run them)."""
+    import redis
+
+    from oms.models import Order, OrderStatus
+    from oms.services.orders import order_cancel
+
+    for order in Order.objects.filter(account_id__in=accounts.values(), status=OrderStatus.PENDING_NEW, sent_at=None):
+        order_cancel(order=order, actor=None, source="cli")
+    queue = redis.Redis.from_url(SERVER_REDIS_URL)
+    origin = f"gen{server_pid}@"
+    removed = 0
+    for raw in queue.lrange("celery", 0, -1):
+        if json.loads(raw).get("headers", {}).get("origin", "").startswith(origin):
+            removed += queue.lrem("celery", 1, raw)
+    print(f"production variant: unsent orders canceled, {removed} queued messages removed")
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -172,6 +207,8 @@ class Client:
 
 
 def _wait_for_quote(client: Client) -> dict:
+    if SERVER_REDIS_URL:
+        return {}  # no loops in that server; limit orders need no quote
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         _, body = client.timed("GET", f"/api/v1/quotes?symbols={SYMBOL}")
@@ -246,25 +283,29 @@ def main() -> None:
             elapsed, body = client.timed("POST", batch_path, {"orders": [ORDER] * BATCH_SIZE}, expect=202)
             assert isinstance(body, list) and len(body) == BATCH_SIZE and all(r["ok"] for r in body), str(body)[:300]
             batch_lat.append(elapsed)
+        statuses = {
+            name: dict(Order.objects.filter(account_id=pk).values_list("status").annotate(n=Count("id")).order_by())
+            for name, pk in accounts.items()
+            if name != "warmup"
+        }
     finally:
         server.terminate()
         try:
             server.wait(timeout=15)
         except subprocess.TimeoutExpired:
             server.kill()
+        if SERVER_REDIS_URL:
+            _cleanup_production_run(accounts, server.pid)
 
-    statuses = {
-        name: dict(Order.objects.filter(account_id=pk).values_list("status").annotate(n=Count("id")).order_by())
-        for name, pk in accounts.items()
-        if name != "warmup"
-    }
     single_rate = SINGLE / sum(send_lat)
     concurrent_rate = len(concurrent_lat) / concurrent_wall
     batch_rate = BATCHES * BATCH_SIZE / sum(batch_lat)
     tenth = max(1, SINGLE // 10)
     results = {
         "benchmark": "oms_rest",
-        "path": "embedded: daphne, eager Celery (send to the paper venue inside the request), PostgreSQL",
+        "path": "production: daphne, commit + enqueue to Redis, no worker (orders stay pending_new), PostgreSQL"
+        if SERVER_REDIS_URL
+        else "embedded: daphne, eager Celery (send to the paper venue inside the request), PostgreSQL",
         "quote_at_start": quote,
         "send_order": {
             "requests": SINGLE,
@@ -303,7 +344,8 @@ def main() -> None:
         "latency": results["ratios"]["send_median_to_floor_median"] <= GOAL_LATENCY_RATIO,
         "batch": results["ratios"]["batch_to_single_orders_per_s"] >= GOAL_BATCH_RATIO,
     }
-    (results_dir / "oms_rest.json").write_text(json.dumps(results, indent=2, default=str))
+    out = results_dir / ("oms_rest_production.json" if SERVER_REDIS_URL else "oms_rest.json")
+    out.write_text(json.dumps(results, indent=2, default=str))
 
     rows = [
         ("send_order (sequential)", results["send_order"]),
@@ -324,7 +366,7 @@ def main() -> None:
         f"{results['batch_orders']['first_batch_ms']} -> {results['batch_orders']['last_batch_ms']} ms"
     )
     print(f"order statuses: {statuses}")
-    print(f"wrote {results_dir / 'oms_rest.json'}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
