@@ -27,6 +27,7 @@ from tests.oms_support import (
     make_instruments,
     placed_counts,
     send,
+    set_quote,
     tasks_in_process,
     venue_external_order,
     venue_fill,
@@ -335,3 +336,20 @@ def test_accounts_reconcile_all_goes_on_after_one_account_fails(alice, bob, venu
     summaries = {s.account_id: s for s in accounts_reconcile_all()}
     assert summaries[broken.pk].ok is False and "No adapter" in summaries[broken.pk].error
     assert summaries[good.pk].ok is True and len(summaries[good.pk].imported) == 1
+
+
+def test_reconciling_a_paper_account_after_normal_trading_changes_nothing(alice):
+    """Against the real paper adapter: everything was booked as it happened."""
+    account = make_account(alice, kind="paper", label="paper")
+    set_quote("AAA", "100")
+    resting = send(account, order_type="limit", price="50", qty="2")
+    filled = send(account, qty="1")
+    assert (resting.status, filled.status) == ("new", "filled")
+    before = snapshot(account)
+    summary = account_reconcile(account=account)
+    assert summary.ok, summary.error
+    assert (summary.fills_booked, summary.imported, summary.linked, summary.updated, summary.rejected) == (0, [], [], [], [])
+    after = snapshot(account)
+    assert after.pop("checkpoint") is not None
+    before.pop("checkpoint")
+    assert after == before

@@ -147,6 +147,7 @@ class _BrokerSnapshot:
     fills: list[Fill]
     looked_up: dict[int, BrokerOrderStatus | None]  # our order id -> its view, None: not at the broker
     recent: list[BrokerOrderStatus]
+    by_client_id: dict[str, BrokerOrderStatus] = field(default_factory=dict)
 
 
 def _index(*lists: list[BrokerOrderStatus]) -> dict[str, BrokerOrderStatus]:
@@ -163,13 +164,10 @@ def _index(*lists: list[BrokerOrderStatus]) -> dict[str, BrokerOrderStatus]:
     return views
 
 
-def _view_of(order: Order, views: dict[str, BrokerOrderStatus]) -> BrokerOrderStatus | None:
+def _view_of(order: Order, views: dict[str, BrokerOrderStatus], by_client_id: dict[str, BrokerOrderStatus]) -> BrokerOrderStatus | None:
     if order.broker_order_id and order.broker_order_id in views:
         return views[order.broker_order_id]
-    for view in views.values():
-        if view.client_order_id and view.client_order_id == order.client_order_id:
-            return view
-    return None
+    return by_client_id.get(order.client_order_id)
 
 
 def _ask_broker(account: BrokerAccount, ours: list[Order], since: datetime) -> _BrokerSnapshot:
@@ -178,11 +176,12 @@ def _ask_broker(account: BrokerAccount, ours: list[Order], since: datetime) -> _
     fills = broker.fills_since(since)
     open_orders = broker.open_orders()  # asked last: the freshest word on what is working
     views = _index(recent, open_orders)
+    by_client_id = {v.client_order_id: v for v in views.values() if v.client_order_id}
     looked_up: dict[int, BrokerOrderStatus | None] = {}
     for order in ours:
-        if _view_of(order, views) is None:
+        if _view_of(order, views, by_client_id) is None:
             looked_up[order.pk] = order_lookup_at_broker(broker, order, recent=recent)
-    return _BrokerSnapshot(views=views, fills=fills, looked_up=looked_up, recent=recent)
+    return _BrokerSnapshot(views=views, fills=fills, looked_up=looked_up, recent=recent, by_client_id=by_client_id)
 
 
 def account_reconcile(*, account: BrokerAccount, now: datetime | None = None) -> ReconcileSummary:
@@ -223,8 +222,10 @@ def account_reconcile(*, account: BrokerAccount, now: datetime | None = None) ->
 def _link_or_import(account: BrokerAccount, snapshot: _BrokerSnapshot, summary: ReconcileSummary) -> None:
     """Orders the broker has and we don't know by id: ours answered by a lost
     reply (link them), or someone else's (import them)."""
+    known_ids = _known(account, "broker_order_id", [v.broker_order_id for v in snapshot.views.values() if v.broker_order_id])
+    known_client_ids = _known(account, "client_order_id", list(snapshot.by_client_id))
     for view in snapshot.views.values():
-        if _find_order(account.pk, broker_order_id=view.broker_order_id, client_order_id=view.client_order_id) is not None:
+        if view.broker_order_id in known_ids or (view.client_order_id and view.client_order_id in known_client_ids):
             continue
         if not view.client_order_id:
             ours = _unlinked_sent_orders(account)
@@ -236,6 +237,15 @@ def _link_or_import(account: BrokerAccount, snapshot: _BrokerSnapshot, summary: 
         order = order_import_external(account_id=account.pk, view=view)
         if order is not None:
             summary.imported.append(order.pk)
+
+
+def _known(account: BrokerAccount, field_name: str, values: list[str]) -> set[str]:
+    """Which of ``values`` our orders of the account carry (chunked: SQLite caps query parameters)."""
+    known: set[str] = set()
+    for start in range(0, len(values), 500):
+        chunk = values[start : start + 500]
+        known.update(Order.objects.filter(account=account, **{f"{field_name}__in": chunk}).values_list(field_name, flat=True))
+    return known
 
 
 def _unlinked_sent_orders(account: BrokerAccount) -> list[Order]:
@@ -251,7 +261,7 @@ def _settle_ours(
 ) -> None:
     grace = timedelta(seconds=settings.OMS_RECONCILE_GRACE_SECONDS)
     for order in ours:
-        view = _view_of(order, snapshot.views)
+        view = _view_of(order, snapshot.views, snapshot.by_client_id)
         if view is None:
             view = snapshot.looked_up.get(order.pk)
         if view is None:
@@ -260,6 +270,9 @@ def _settle_ours(
                     summary.rejected.append(order.pk)
             elif order.status == OrderStatus.PENDING_CANCEL and order.updated_at < started - grace:
                 _retry_cancel(order.pk, summary)
+            elif order.status != OrderStatus.UNKNOWN:
+                # Never invent a state for it: staff look at the broker.
+                logger.warning("account %s: working order %s is not at the broker", account.pk, order.pk)
             continue
         outcome = _apply_view(order.pk, view, stale_before=started - grace)
         if outcome == "moved":
