@@ -256,7 +256,7 @@ def test_oms_state_machine(settings):
         run_state_machine_as_test(
             OmsMachine,
             settings=hypothesis_settings(
-                max_examples=50,
+                max_examples=30,
                 stateful_step_count=40,
                 deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
