@@ -24,6 +24,7 @@ from oms.errors import Conflict, InvalidInput, NotFound
 from oms.models import IdempotencyKey, Order
 from oms.services import orders as order_services
 from oms.services import positions as position_services
+from oms.services.validation import OrderSpec, order_spec
 
 PAYLOAD_FIELDS: dict[str, frozenset[str]] = {
     "send_order": frozenset(
@@ -65,6 +66,8 @@ class Command:
     request_id: Any = None
     # The payload as the client sent it: what idempotency fingerprints.
     original: dict[str, Any] = field(default_factory=dict)
+    # send_order: the payload validated once here, not again when it runs.
+    spec: OrderSpec | None = None
 
 
 @dataclass
@@ -141,11 +144,10 @@ def command_check(command: Command) -> Command:
         if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
             raise InvalidInput("deal_ids must be a non-empty list of integers.", fields={"payload.deal_ids": ["A list of integers."]})
     if command.command == "send_order":
-        from oms.services.validation import order_spec
-
         spec = order_spec(**p)  # raises InvalidInput with the field errors
         # Freeze the generated client order id so a replay sends the same.
         command.payload = {**p, "client_order_id": spec.client_order_id}
+        command.spec = spec
     return command
 
 
@@ -172,11 +174,18 @@ def _order_result(command: Command, order: Order) -> CommandResult:
     )
 
 
+def _send(account: BrokerAccount, commands: list[Command], *, actor: User | None, source: str) -> list[Order]:
+    specs = [c.spec for c in commands]
+    if all(spec is not None for spec in specs):
+        return order_services.orders_send(account=account, specs=specs, actor=actor, source=source)  # type: ignore[arg-type]
+    return order_services.orders_send(account=account, payloads=[c.payload for c in commands], actor=actor, source=source)
+
+
 def _run_one(account: BrokerAccount, command: Command, *, actor: User | None, source: str) -> CommandResult:
     p = command.payload
     name = command.command
     if name == "send_order":
-        return _order_result(command, order_services.order_send(account=account, actor=actor, source=source, **p))
+        return _order_result(command, _send(account, [command], actor=actor, source=source)[0])
     if name == "cancel_order":
         order = order_services.order_get_for_account(account=account, order_id=p.get("order_id"), client_order_id=p.get("client_order_id"))
         return _order_result(command, order_services.order_cancel(order=order, actor=actor, source=source))
@@ -222,7 +231,7 @@ def _error_result(command: Command, exc: DomainError) -> CommandResult:
 def _execute(account: BrokerAccount, commands: list[Command], *, actor: User | None, source: str) -> list[CommandResult]:
     if len(commands) > 1 and all(c.command == "send_order" for c in commands):
         # A batch of orders: one lock, one write, one enqueue — atomic.
-        orders = order_services.orders_send(account=account, payloads=[c.payload for c in commands], actor=actor, source=source)
+        orders = _send(account, commands, actor=actor, source=source)
         return [_order_result(c, o) for c, o in zip(commands, orders, strict=True)]
     if len(commands) == 1:
         return [_run_one(account, commands[0], actor=actor, source=source)]

@@ -184,14 +184,24 @@ def _enqueue_submit(order_ids: list[int]) -> None:
         logger.exception("send of orders %s not enqueued; the sweeper will send them", order_ids)
 
 
-def orders_send(*, account: BrokerAccount, payloads: Sequence[dict[str, Any]], actor: User | None, source: str) -> list[Order]:
+def orders_send(
+    *,
+    account: BrokerAccount,
+    payloads: Sequence[dict[str, Any]] = (),
+    actor: User | None,
+    source: str,
+    specs: Sequence[OrderSpec] | None = None,
+) -> list[Order]:
     """Validate every order first (one invalid: none written), then write all
-    under one account lock and enqueue one send after commit."""
-    specs = []
+    under one account lock and enqueue one send after commit. ``specs`` are
+    payloads validated already (by the command layer): not checked twice."""
+    if specs is not None:
+        return _orders_write(account=account, specs=list(specs), actor=actor, source=source)
+    checked: list[OrderSpec] = []
     errors: dict[str, Any] = {}
     for index, payload in enumerate(payloads):
         try:
-            specs.append(order_spec(**payload))
+            checked.append(order_spec(**payload))
         except TypeError as exc:
             errors[f"[{index}]"] = [str(exc)]
         except InvalidInput as exc:
@@ -200,6 +210,10 @@ def orders_send(*, account: BrokerAccount, payloads: Sequence[dict[str, Any]], a
             errors.update({f"[{index}].{k}": v for k, v in exc.fields.items()} or {f"[{index}]": [exc.message]})
     if errors:
         raise InvalidInput("An order of the batch is not valid; none was sent.", fields=errors)
+    return _orders_write(account=account, specs=checked, actor=actor, source=source)
+
+
+def _orders_write(*, account: BrokerAccount, specs: list[OrderSpec], actor: User | None, source: str) -> list[Order]:
     coids = [s.client_order_id for s in specs]
     if len(set(coids)) != len(coids):
         raise InvalidInput("Two orders of the batch share a client_order_id.", fields={"client_order_id": ["Duplicated in the batch."]})
