@@ -247,6 +247,68 @@ def test_funds_positions_and_holdings_at_the_latest_quotes(broker):
     assert (holding.symbol, holding.qty, holding.last_price) == ("PAPL", D(10), D(110))
 
 
+def test_buying_power_counts_orders_resting_on_other_symbols_exactly(account, settings):
+    # 1,000,100 = 1.0001 * 1,000,000: with the 1 bps fee, orders of 1,000,000
+    # notional in all use up the buying power to the cent.
+    settings.PAPER_STARTING_CASH = "1000100"
+    broker = PaperBroker(account, clock=lambda: NOW)
+    for i in range(50):  # 500,050 reserved on PNYS (10,000 + 1 fee each), half of it day orders
+        ack = broker.place_order(req("buy", "100", "limit", cid=f"b{i}", symbol="PNYS", price="100.00", tif="day" if i % 2 else "gtc"))
+        assert ack.status == "new"
+    assert broker.funds().margin_available == D(500_050)
+    paper = PaperAccount.objects.get(pk=account.pk)
+    full = book_load(paper).engine
+    # What a load of one symbol's (or of due) orders counts of the others is what a full load counts.
+    for scoped in (
+        book_load(paper, orders_of=["PAPL"]).engine,
+        book_load(paper, orders_of=["PAPL"], expiring_by=NOW).engine,
+        book_load(paper, orders_of=[], expiring_by=NY_CLOSE).engine,  # the 25 day orders loaded, 25 gtc summed
+        book_load(paper, orders_of=["PNYS"]).engine,
+    ):
+        assert (scoped.buying_power(), scoped.funds(), scoped.order_margin) == (full.buying_power(), full.funds(), D(500_050))
+    with pytest.raises(BrokerRejected, match="needs 500100.005, 500050 is available"):  # a tick over
+        broker.place_order(req("buy", "5000", "limit", cid="a-over", price="100.01"))
+    assert broker.place_order(req("buy", "5000", "limit", cid="a-exact", price="100.00")).status == "new"  # 500,050: all that is left
+    funds = broker.funds()
+    assert (funds.margin_available, funds.margin_used) == (D(0), D(1_000_100))
+    with pytest.raises(BrokerRejected, match="Insufficient buying power"):
+        broker.place_order(req("buy", "1", "limit", cid="a-more", price="0.01"))
+    # Canceling on one symbol frees buying power for the other, as before.
+    broker.cancel_order(broker_order_id=broker.get_order(client_order_id="b0").broker_order_id, symbol="PNYS")
+    assert broker.place_order(req("buy", "100", "limit", cid="a-again", price="100.00")).status == "new"
+
+
+def test_placing_costs_the_same_queries_however_many_orders_rest_on_other_symbols(alice, bob, monkeypatch):
+    from brokers.paper import store
+
+    loaded: list[str] = []
+    real = store.order_from_row
+
+    def counting(row):
+        loaded.append(row.broker_order_id)
+        return real(row)
+
+    monkeypatch.setattr(store, "order_from_row", counting)
+    counts = []
+    for owner, resting in ((alice, 1), (bob, 200)):
+        broker = PaperBroker(broker_account_create(owner=owner, label="paper"), clock=lambda: NOW)
+        for i in range(resting):
+            broker.place_order(req("buy", "1", "limit", cid=f"r{i}", symbol="PNYS", price="90.00"))
+        loaded.clear()
+        with CaptureQueriesContext(connection) as queries:
+            ack = broker.place_order(req("buy", "1", "limit", cid="new", price="90.00"))
+        assert ack.status == "new" and loaded == []  # no resting PNYS order was read into the book
+        counts.append(len(queries.captured_queries))
+        with CaptureQueriesContext(connection) as queries:
+            broker.modify_order(broker_order_id=ack.broker_order_id, symbol="PAPL", qty=D(2), price=None, stop_price=None)
+        counts.append(len(queries.captured_queries))
+        with CaptureQueriesContext(connection) as queries:
+            broker.cancel_order(broker_order_id=ack.broker_order_id, symbol="PAPL")
+        counts.append(len(queries.captured_queries))
+        assert loaded == [ack.broker_order_id] * 2  # the PAPL order only
+    assert counts[:3] == counts[3:]
+
+
 # --- the quote listener ------------------------------------------------------------------------
 
 
@@ -269,6 +331,17 @@ def test_the_listener_costs_one_query_when_nothing_is_working(broker, django_ass
     quote = put_quote("99.98", "99.99", t=NOW + 1)
     with django_assert_num_queries(1):
         assert paper_quotes_match([quote], now=NOW + 1) == 0
+
+
+def test_the_listener_processes_each_account_once_however_many_orders_it_has(broker, monkeypatch):
+    put_quote("100.04", "100.05")
+    for i in range(3):
+        broker.place_order(req("buy", "10", "limit", cid=f"o{i}", price="99.00"))
+    runs: list[int] = []
+    real = services.book_load
+    monkeypatch.setattr(services, "book_load", lambda paper, **kw: runs.append(paper.pk) or real(paper, **kw))
+    assert paper_quotes_match([put_quote("100.01", "100.02", t=NOW + 1)], now=NOW + 1) == 1
+    assert len(runs) == 1
 
 
 def test_a_quote_that_fills_nothing_writes_nothing(broker):

@@ -131,6 +131,7 @@ class PaperEngine:
         fees_paid: Decimal = ZERO,
         next_order_no: int = 1,
         next_trade_no: int = 1,
+        reserved_elsewhere: Decimal = ZERO,
     ) -> None:
         self.config = config
         self.ledger = Ledger(config, cash=cash, fees_paid=fees_paid)
@@ -138,7 +139,12 @@ class PaperEngine:
         self.next_trade_no = next_trade_no
         self.orders: dict[str, Order] = {}
         self.markets: dict[str, MarketState] = {}
+        # Reserved for the loaded working orders (kept incrementally) and for
+        # the account's working orders that were not loaded (a storage layer
+        # may load one symbol's orders only: those others are never touched
+        # here, so their reservations stay what they were when loaded).
         self.reserved_total = ZERO
+        self.reserved_elsewhere = reserved_elsewhere
         self._by_client: dict[str, Order] = {}
         self._books: dict[str, SymbolBook] = {}
         self._expiries: list[tuple[float, int, Order]] = []
@@ -225,14 +231,19 @@ class PaperEngine:
             unrealized_pnl=unrealized,
             realized_pnl=realized,
             position_margin=position_margin,
-            order_margin=self.reserved_total,
-            buying_power=equity - position_margin - self.reserved_total,
+            order_margin=self.order_margin,
+            buying_power=equity - position_margin - self.order_margin,
             fees_paid=self.ledger.fees_paid,
         )
 
+    @property
+    def order_margin(self) -> Decimal:
+        """Reserved for every working order of the account, loaded or not."""
+        return self.reserved_total + self.reserved_elsewhere
+
     def buying_power(self) -> Decimal:
         equity, _, _, position_margin = self.ledger.valuation()
-        return equity - position_margin - self.reserved_total
+        return equity - position_margin - self.order_margin
 
     # --- commands ----------------------------------------------------------------------
 

@@ -95,7 +95,8 @@ def paper_funds(*, account_id: int) -> FundsView:
     """Cash, equity, margin and buying power, positions valued at the latest quotes.
     Read under the book's lock so cash, positions and reservations agree."""
     with transaction.atomic():
-        book = book_load(paper_account_lock(account_id=account_id))
+        # No order is needed, only the sum of their reservations (order margin).
+        book = book_load(paper_account_lock(account_id=account_id), orders_of=())
         engine = book.engine
         held = [symbol for symbol, p in engine.positions.items() if p.qty]
         marks = {symbol: q.last for symbol, q in quotes_get(held).items()}

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from decimal import Decimal
 from functools import partial
 
@@ -87,10 +87,21 @@ def _report_after_commit(account_id: int, engine: PaperEngine, events: Iterable[
         transaction.on_commit(deliver, robust=True)
 
 
-def _run(paper: PaperAccount, now: float, operation: Callable[[PaperEngine], list[Event]], *, symbols: Iterable[str] = ()) -> PaperEngine:
-    """Load the locked book, apply ``operation``, save, report after commit.
-    Callers hold the lock inside their transaction; an exception rolls all back."""
-    book = book_load(paper, symbols=symbols)
+def _run(
+    paper: PaperAccount,
+    now: float,
+    operation: Callable[[PaperEngine], list[Event]],
+    *,
+    orders_of: Collection[str],
+    expiring_by: float | None = None,
+    symbols: Iterable[str] = (),
+) -> PaperEngine:
+    """Load the locked book with the working orders of ``orders_of`` (and
+    those due to expire by ``expiring_by``; the others count only by their
+    reservations, see store.book_load), apply ``operation``, save, report
+    after commit. ``operation`` must touch no other order. Callers hold the
+    lock inside their transaction; an exception rolls all back."""
+    book = book_load(paper, symbols=symbols, orders_of=orders_of, expiring_by=expiring_by)
     events = operation(book.engine)
     book_save(book, now)
     _report_after_commit(paper.pk, book.engine, events)
@@ -130,7 +141,7 @@ def paper_order_place(*, account_id: int, request: OrderRequest, now: float | No
             existing = PaperOrder.objects.filter(account=paper, client_order_id=request.client_order_id).first()
             if existing is not None:
                 return order_from_row(existing)
-        engine = _run(paper, now, submit, symbols=[request.symbol])
+        engine = _run(paper, now, submit, orders_of=[request.symbol], symbols=[request.symbol])
     return engine.orders[placed[0]]
 
 
@@ -139,8 +150,8 @@ def paper_order_cancel(*, account_id: int, broker_order_id: str, now: float | No
     now = time.time() if now is None else now
     with transaction.atomic():
         paper = paper_account_lock(account_id=account_id)
-        _working_row(paper, broker_order_id, "canceled")
-        engine = _run(paper, now, lambda e: e.cancel(broker_order_id, now))
+        row = _working_row(paper, broker_order_id, "canceled")
+        engine = _run(paper, now, lambda e: e.cancel(broker_order_id, now), orders_of=[row.symbol])
     return engine.orders[broker_order_id]
 
 
@@ -166,7 +177,7 @@ def paper_order_modify(
             _refresh_marks(engine)
             return engine.modify(broker_order_id, qty=qty, price=price, stop_price=stop_price, quote=quote, now=now)
 
-        engine = _run(paper, now, modify)
+        engine = _run(paper, now, modify, orders_of=[row.symbol])
     return engine.orders[broker_order_id]
 
 
@@ -191,6 +202,7 @@ def paper_quotes_match(quotes: list[Quote], *, now: float | None = None) -> int:
     account_ids = (
         PaperOrder.objects.filter(working=True)
         .filter(due | Q(symbol__in=symbols) if symbols else due)
+        .order_by()  # no Meta.ordering: its seq would join the DISTINCT, one row per order
         .values_list("account_id", flat=True)
         .distinct()
     )
@@ -198,7 +210,14 @@ def paper_quotes_match(quotes: list[Quote], *, now: float | None = None) -> int:
     for account_id in sorted(account_ids):
         try:
             with transaction.atomic():
-                _run(paper_account_lock(account_id=account_id), now, partial(_match_account, quotes=quotes, now=now))
+                # Only the batch's symbols match and only due orders expire.
+                _run(
+                    paper_account_lock(account_id=account_id),
+                    now,
+                    partial(_match_account, quotes=quotes, now=now),
+                    orders_of=symbols,
+                    expiring_by=now,
+                )
             processed += 1
         except Exception:
             logger.exception("paper matching failed for account %s", account_id)

@@ -1,22 +1,24 @@
 """Between the paper models and the matching core: load an account's book
 into a PaperEngine, and write back exactly what the engine changed.
 
-Only working orders are loaded (finished ones never change again), with the
-positions, the market states and the instruments' terms. Callers hold the
+Only working orders are loaded (finished ones never change again), and for
+a change of one symbol's orders only that symbol's (see book_load), with
+the positions, the market states and the instruments' terms. Callers hold the
 PaperAccount row lock (services.py) from load to save.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Q, Sum
 
-from brokers.paper.book import WORKING, Changes, EngineConfig, InstrumentSpec, MarketState, Order, Position
+from brokers.paper.book import WORKING, ZERO, Changes, EngineConfig, InstrumentSpec, MarketState, Order, Position
 from brokers.paper.engine import PaperEngine
 from brokers.paper.models import PaperAccount, PaperFill, PaperOrder, PaperPosition
 from marketdata.models import Instrument
@@ -167,18 +169,55 @@ class LoadedBook:
     position_pks: dict[str, int] = field(default_factory=dict)
 
 
-def book_load(paper: PaperAccount, *, symbols: Iterable[str] = ()) -> LoadedBook:
+def book_load(
+    paper: PaperAccount,
+    *,
+    symbols: Iterable[str] = (),
+    orders_of: Collection[str] | None = None,
+    expiring_by: float | None = None,
+) -> LoadedBook:
     """The account's book in a fresh engine: working orders, positions, market
-    states, and the terms of their instruments and of ``symbols``."""
+    states, and the terms of their instruments and of ``symbols``.
+
+    ``orders_of`` (None: all) loads only the working orders of these symbols,
+    plus, with ``expiring_by``, every working order due to expire by then, so
+    that one order's change costs the same however many orders rest on other
+    symbols. The reservations of the working orders not loaded count in one
+    SQL sum (``engine.reserved_elsewhere``): the engine never touches an
+    order it did not load, and the only thing it reads of the others is their
+    total reservation (buying power, order margin). Matching, closing-order
+    netting and reduce_only checks are per symbol; cash and positions are
+    loaded whole. The loaded and the summed rows are complements of one
+    filter, so their reservations add up to the sum over every working order,
+    as a full load computes it, and exactly: PostgreSQL sums numerics
+    exactly, and with 10 decimals a total below 10**18 (reservations are
+    accepted within buying power) fits Decimal's 28 digits, so adding it up
+    in any grouping or order gives the same value. (SQLite, for tests only,
+    stores decimals as floats anyway.)"""
+    working = PaperOrder.objects.filter(account=paper, working=True)
+    reserved_elsewhere = ZERO
+    if orders_of is None:
+        rows = list(working.order_by("seq"))
+    else:
+        scope = Q(symbol__in=sorted(set(orders_of)))
+        if expiring_by is not None:
+            # Rounding to microseconds is monotonic and a saved expiry loads
+            # back to the same microsecond: every order that
+            # expire_day_orders(expiring_by) would expire is loaded.
+            scope |= Q(expires_at__lte=to_datetime(expiring_by))
+        rows = list(working.filter(scope).order_by("seq"))
+        # exclude() keeps rows whose expires_at is NULL (Django negates
+        # nullable lookups with IS NOT NULL): exactly the complement.
+        reserved_elsewhere = working.exclude(scope).aggregate(total=Sum("reserved"))["total"] or ZERO
     engine = PaperEngine(
         engine_config(),
         cash=paper.cash,
         fees_paid=paper.fees_paid,
         next_order_no=paper.next_order_no,
         next_trade_no=paper.next_trade_no,
+        reserved_elsewhere=reserved_elsewhere,
     )
     book = LoadedBook(paper=paper, engine=engine)
-    rows = list(PaperOrder.objects.filter(account=paper, working=True).order_by("seq"))
     positions = list(PaperPosition.objects.filter(account=paper))
     wanted = {*symbols, *(r.symbol for r in rows), *(p.symbol for p in positions if p.qty)}
     for spec in specs_for(wanted).values():
