@@ -136,7 +136,7 @@ def _funds_available(account: BrokerAccount) -> Decimal | None:
 
 
 def _create_order(tx: AccountTx, spec: OrderSpec, *, actor: User | None, source: str) -> Order:
-    if Order.objects.filter(account=tx.account, client_order_id=spec.client_order_id).exists():
+    if spec.client_named_id and Order.objects.filter(account=tx.account, client_order_id=spec.client_order_id).exists():
         raise Conflict(
             "This client_order_id is used by another order.",
             code="duplicate_client_order_id",

@@ -63,6 +63,9 @@ class OrderSpec:
     reduce_only: bool
     client_order_id: str
     instrument: Instrument
+    # True when the client named the id (it may collide with an earlier
+    # order); a generated one is 72 random bits, guarded by the unique index.
+    client_named_id: bool = True
 
 
 def _choice(value: Any, field: str, choices: list[str]) -> str:
@@ -103,7 +106,8 @@ def order_spec(
         raise InvalidInput("strategy_id must be a short string.", fields={"strategy_id": ["At most 64 characters."]})
     if position_id is not None and (isinstance(position_id, bool) or not isinstance(position_id, int)):
         raise InvalidInput("position_id must be an integer.", fields={"position_id": ["An integer is required."]})
-    if client_order_id is None or client_order_id == "":
+    client_named_id = not (client_order_id is None or client_order_id == "")
+    if not client_named_id:
         client_order_id = new_client_order_id()
     elif not isinstance(client_order_id, str) or not CLIENT_ORDER_ID.match(client_order_id):
         raise InvalidInput(
@@ -150,6 +154,7 @@ def order_spec(
         reduce_only=reduce_only,
         client_order_id=client_order_id,
         instrument=instrument,
+        client_named_id=client_named_id,
     )
 
 
