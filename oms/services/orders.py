@@ -417,6 +417,17 @@ def order_cancel(*, order: Order, actor: User | None, source: str) -> Order:
     return order
 
 
+def _request_refused(account_id: int, order_id: int, pending: str, message: str, raw: dict) -> None:
+    """The broker refused a cancel or change (usually: filled meanwhile): the
+    order goes back to working; fills, if any, settle the rest."""
+    with transaction.atomic():
+        tx = AccountTx.lock(account_id)
+        fresh = Order.objects.get(pk=order_id)
+        if fresh.status == pending:
+            order_transition(tx, fresh, _fill_status(fresh), source=Source.BROKER, message=message, payload=raw)
+        tx.finish()
+
+
 def order_cancel_at_broker(*, order_id: int) -> None:
     order = Order.objects.select_related("account").get(pk=order_id)
     if order.status != OrderStatus.PENDING_CANCEL:
@@ -424,15 +435,7 @@ def order_cancel_at_broker(*, order_id: int) -> None:
     try:
         ack = broker_for(order.account).cancel_order(broker_order_id=order.broker_order_id, symbol=order.symbol)
     except BrokerRejected as exc:
-        # Refused (usually filled meanwhile): back to working; fills settle the rest.
-        with transaction.atomic():
-            tx = AccountTx.lock(order.account_id)
-            fresh = Order.objects.get(pk=order_id)
-            if fresh.status == OrderStatus.PENDING_CANCEL:
-                order_transition(
-                    tx, fresh, _fill_status(fresh), source=Source.BROKER, message=f"Cancel refused: {exc.message}", payload=exc.raw
-                )
-            tx.finish()
+        _request_refused(order.account_id, order_id, OrderStatus.PENDING_CANCEL, f"Cancel refused: {exc.message}", exc.raw)
         return
     except BrokerError as exc:
         logger.warning("cancel of order %s: %s (reconciliation will settle it)", order_id, exc.message)
@@ -500,14 +503,7 @@ def order_change_at_broker(*, order_id: int, changes: dict[str, str]) -> None:
             broker_order_id=order.broker_order_id, symbol=order.symbol, qty=qty, price=price, stop_price=stop
         )
     except BrokerRejected as exc:
-        with transaction.atomic():
-            tx = AccountTx.lock(order.account_id)
-            fresh = Order.objects.get(pk=order_id)
-            if fresh.status == OrderStatus.PENDING_CHANGE:
-                order_transition(
-                    tx, fresh, _fill_status(fresh), source=Source.BROKER, message=f"Change refused: {exc.message}", payload=exc.raw
-                )
-            tx.finish()
+        _request_refused(order.account_id, order_id, OrderStatus.PENDING_CHANGE, f"Change refused: {exc.message}", exc.raw)
         return
     except BrokerError as exc:
         logger.warning("change of order %s: %s (reconciliation will settle it)", order_id, exc.message)

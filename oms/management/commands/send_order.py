@@ -6,6 +6,7 @@ from django.core.management.base import CommandParser
 
 from oms.management.commands._base import OmsCommand, present
 from oms.models import OrderType, Side, TimeInForce
+from oms.services.commands import PAYLOAD_FIELDS
 
 
 class Command(OmsCommand):
@@ -26,17 +27,4 @@ class Command(OmsCommand):
         parser.add_argument("--client-order-id")
 
     def payload(self, options: dict[str, Any]) -> dict[str, Any]:
-        return present(
-            options,
-            "symbol",
-            "side",
-            "order_type",
-            "qty",
-            "price",
-            "stop_price",
-            "time_in_force",
-            "strategy_id",
-            "position_id",
-            "reduce_only",
-            "client_order_id",
-        )
+        return present(options, *sorted(PAYLOAD_FIELDS["send_order"]))
