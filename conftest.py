@@ -103,9 +103,14 @@ def live_server_process(django_db_setup, django_db_blocker, server_tmp) -> Itera
     ``@pytest.mark.django_db(transaction=True)``."""
     from tests.servers import run_daphne
 
+    # No simulator here: its step runs the paper venue's quote listener, which
+    # would match or expire other tests' committed orders (they use fixed
+    # clocks) in the shared test database. Tests of live quotes start their own server.
     with (
         django_db_blocker.unblock(),
-        run_daphne(server_tmp, WS_HEARTBEAT_INTERVAL="2", WS_PONG_TIMEOUT="2", SYSTEM_STATUS_INTERVAL="0.5") as server,
+        run_daphne(
+            server_tmp, WS_HEARTBEAT_INTERVAL="2", WS_PONG_TIMEOUT="2", SYSTEM_STATUS_INTERVAL="0.5", SIMULATOR_ENABLED="false"
+        ) as server,
     ):
         yield server
 
