@@ -106,10 +106,17 @@ def live_server_process(django_db_setup, django_db_blocker, server_tmp) -> Itera
     # No simulator here: its step runs the paper venue's quote listener, which
     # would match or expire other tests' committed orders (they use fixed
     # clocks) in the shared test database. Tests of live quotes start their own server.
+    # Its tasks run inline: an order it enqueued must not be sent by a worker
+    # after the test that made it has ended (the real worker has its own tests).
     with (
         django_db_blocker.unblock(),
         run_daphne(
-            server_tmp, WS_HEARTBEAT_INTERVAL="2", WS_PONG_TIMEOUT="2", SYSTEM_STATUS_INTERVAL="0.5", SIMULATOR_ENABLED="false"
+            server_tmp,
+            WS_HEARTBEAT_INTERVAL="2",
+            WS_PONG_TIMEOUT="2",
+            SYSTEM_STATUS_INTERVAL="0.5",
+            SIMULATOR_ENABLED="false",
+            CELERY_TASK_ALWAYS_EAGER="true",
         ) as server,
     ):
         yield server

@@ -140,7 +140,15 @@ if REDIS_URL:
             "CONFIG": {
                 # redis-py's async pool raises past its cap (default 100) instead of
                 # waiting: a burst of subscriptions would fail. Connections open on demand.
-                "hosts": [{"address": REDIS_URL, "max_connections": env.int("CHANNEL_LAYER_MAX_CONNECTIONS", default=2000)}],
+                # Its default socket timeout (5 s) equals channels-redis's blocking pop
+                # (5 s), so an idle receive could time out: give reads more room.
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "max_connections": env.int("CHANNEL_LAYER_MAX_CONNECTIONS", default=2000),
+                        "socket_timeout": 15,
+                    }
+                ],
                 "capacity": env.int("CHANNEL_LAYER_CAPACITY", default=1000),
                 "expiry": 30,
                 "prefix": env.str("CHANNEL_LAYER_PREFIX", default="asgi"),

@@ -89,12 +89,16 @@ class GatewayConsumer(AsyncWebsocketConsumer):
 
     async def _resilient_receive(self) -> dict[str, Any]:
         delay = 0.2
+        failures = 0
         while True:
             try:
                 return await self._layer_receive()
             except asyncio.CancelledError:
                 raise
             except Exception:
+                failures += 1
+                if failures == 1 and not self.layer_down:
+                    continue  # one failed read (a timeout) is not an outage: read again at once
                 if not self.layer_down:
                     self.layer_down = True
                     logger.warning("channel layer receive failed; updates paused", exc_info=True)
