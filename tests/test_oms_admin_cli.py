@@ -15,7 +15,6 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
 
-from brokers import registry
 from brokers.models import BrokerAccount
 from brokers.services import broker_account_create
 from marketdata.quotes import quote_store
@@ -24,6 +23,7 @@ from marketdata.types import Quote
 from oms.models import Deal, Order, OrderEvent, Position
 from oms.services.orders import order_send
 from tests.fakes import FakeVenue
+from tests.oms_support import venue_registered
 
 pytestmark = pytest.mark.django_db
 
@@ -40,14 +40,8 @@ def eager_celery() -> Iterator[None]:
 
 @pytest.fixture
 def venue() -> Iterator[FakeVenue]:
-    venue = FakeVenue()
-    saved = registry._factories.get("kis")
-    registry.register_broker("kis", venue.broker)
-    yield venue
-    if saved is None:
-        registry._factories.pop("kis", None)
-    else:
-        registry._factories["kis"] = saved
+    with venue_registered(FakeVenue()) as registered:
+        yield registered
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,6 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from brokers import registry
 from brokers.models import BrokerAccount
 from brokers.services import broker_account_create
 from marketdata.quotes import quote_store
@@ -31,6 +30,7 @@ from oms.models import Deal, IdempotencyKey, Order, OrderEvent, Position
 from oms.payloads import deal_payload, order_payload, position_payload
 from oms.services.commands import Command, command_check, fingerprint
 from tests.fakes import FakeVenue
+from tests.oms_support import venue_registered
 
 pytestmark = pytest.mark.django_db
 
@@ -51,14 +51,8 @@ def eager_celery() -> Iterator[None]:
 
 @pytest.fixture
 def venue() -> Iterator[FakeVenue]:
-    venue = FakeVenue()
-    saved = registry._factories.get("kis")
-    registry.register_broker("kis", venue.broker)
-    yield venue
-    if saved is None:
-        registry._factories.pop("kis", None)
-    else:
-        registry._factories["kis"] = saved
+    with venue_registered(FakeVenue()) as registered:
+        yield registered
 
 
 @pytest.fixture(autouse=True)
