@@ -15,6 +15,7 @@ Errors say what is known about the order's fate:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -83,6 +84,9 @@ class Fill:
     fee: Decimal = Decimal(0)
     executed_at: datetime | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    # The currency the fee was charged in (exchanges charge in the base asset
+    # or their own coin); None means the instrument's currency.
+    fee_currency: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,21 +106,54 @@ class Holding:
 
 
 @dataclass(frozen=True)
+class Balance:
+    """One currency's line of a multi-currency cash ledger."""
+
+    currency: str
+    cash: Decimal  # the ledger balance in ``currency``
+    available: Decimal | None = None  # free to trade, where the broker says
+
+
+@dataclass(frozen=True)
 class Funds:
+    """An account's money: per-currency balances, and totals in the account's
+    base currency (``currency``) converted at ``rates``.
+
+    ``rates[c]`` is the value of one unit of currency ``c`` in the base
+    currency (the base currency itself is 1). ``cash`` is the balances'
+    total in the base currency; ``margin_available`` is what may still be
+    committed (equity less margin in use); ``buying_power`` further deducts
+    what working orders reserve, where the broker knows it."""
+
     currency: str
     cash: Decimal
     margin_used: Decimal
     margin_available: Decimal
     equity: Decimal
+    balances: tuple[Balance, ...] = ()
+    buying_power: Decimal | None = None
+    rates: Mapping[str, Decimal] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
+
+
+ALL_ORDER_TYPES = frozenset({"market", "limit", "stop", "stop_limit"})
+ALL_TIMES_IN_FORCE = frozenset({"day", "gtc", "ioc"})
 
 
 @dataclass(frozen=True)
 class Capabilities:
+    """What a broker accepts, so the OMS refuses at once what it cannot take
+    (KIS: no stop orders, day orders only; Kite: no gtc)."""
+
     supports_modify: bool = True
     supports_client_order_id: bool = True
     supports_reduce_only: bool = False
     hedging: bool = False
+    order_types: frozenset[str] = ALL_ORDER_TYPES
+    times_in_force: frozenset[str] = ALL_TIMES_IN_FORCE
+    # Broker-specific optional send_order fields this broker takes (Kite:
+    # ``product``, ``variety``); any other broker refuses them.
+    extra_order_fields: frozenset[str] = frozenset()
 
 
 # --- errors ------------------------------------------------------------------------
