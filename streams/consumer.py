@@ -12,7 +12,7 @@ import contextlib
 import functools
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +28,7 @@ from accounts.models import ApiKey, User
 from accounts.services import api_key_authenticate
 from core.exceptions import DomainError, error_body
 from streams import frames
+from streams.delivery import Delivery, delivery_for
 from streams.frames import CLOSE_FORBIDDEN_ORIGIN, CLOSE_PONG_TIMEOUT, CLOSE_UNAUTHENTICATED, StreamEvent
 from streams.publish import group_for
 from streams.registry import ChannelHandler, command_handler, handler_for
@@ -42,21 +43,24 @@ MAX_FRAME_BYTES = 64 * 1024
 class Subscription:
     channel: str
     handler: ChannelHandler
-    latest_value: bool
+    delivery: Delivery  # what to send and when (streams.delivery: ordering and coalescing)
     counted: bool = False  # the handler heard on_subscribe and is owed an on_unsubscribe
-    snapshot_seq: int | None = None  # None while the snapshot is being built
-    buffered: list[StreamEvent] = field(default_factory=list)
-    pending_frame: str | None = None  # coalesced latest value awaiting flush
-    held: dict[int, StreamEvent] = field(default_factory=dict)  # gap-free channels: ahead of order
-    gap_task: asyncio.Task | None = None
+    timer: asyncio.Task | None = None  # calls delivery.fire at delivery.wake_at()
+    timer_at: float | None = None
 
-    def cancel_timers(self) -> None:
-        for task in (self.flush_task, self.gap_task):
-            if task is not None and task is not asyncio.current_task():
-                task.cancel()
+    def cancel_timer(self) -> None:
+        if self.timer is not None and self.timer is not asyncio.current_task():
+            self.timer.cancel()
+        self.timer = self.timer_at = None
 
-    last_sent: float = 0.0
-    flush_task: asyncio.Task | None = None
+
+def _new_subscription(channel: str, handler: ChannelHandler, *, counted: bool) -> Subscription:
+    delivery = delivery_for(
+        latest_value=handler.latest_value,
+        flush_interval=settings.WS_MARKET_FLUSH_INTERVAL,
+        gap_timeout=settings.WS_GAP_TIMEOUT,
+    )
+    return Subscription(channel=channel, handler=handler, delivery=delivery, counted=counted)
 
 
 def _origin_allowed(origin: str, host: str) -> bool:
@@ -162,7 +166,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         for task in self.tasks:
             task.cancel()
         for sub in list(getattr(self, "subs", {}).values()):
-            sub.cancel_timers()
+            sub.cancel_timer()
             await self._tell_handler(sub, subscribed=False)
         for group in list(getattr(self, "groups_joined", ())):
             try:
@@ -380,8 +384,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         # Re-subscribing starts over with a fresh snapshot (how a client heals a gap).
         old = self.subs.get(channel)
         if old:
-            old.cancel_timers()
-        sub = Subscription(channel=channel, handler=handler, latest_value=handler.latest_value, counted=bool(old and old.counted))
+            old.cancel_timer()
+        sub = _new_subscription(channel, handler, counted=bool(old and old.counted))
         self.subs[channel] = sub
         group = group_for(channel)
         try:
@@ -406,11 +410,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             raise
         if self.subs.get(channel) is not sub:
             return  # unsubscribed or re-subscribed meanwhile
-        sub.snapshot_seq = seq
         await self.send_frame({"type": "snapshot", "channel": channel, "seq": seq, "request_id": request_id, "data": data})
-        buffered, sub.buffered = sub.buffered, []
-        for event in buffered:
-            await self._deliver(sub, event)
+        await self._send_all(sub, sub.delivery.start(seq, time.monotonic()))
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Fan-out events never touch the database: skip channels' per-message
@@ -439,7 +440,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     async def _drop(self, channel: str) -> None:
         sub = self.subs.pop(channel, None)
         if sub:
-            sub.cancel_timers()
+            sub.cancel_timer()
             await self._tell_handler(sub, subscribed=False)
         group = group_for(channel)
         if group in self.groups_joined:
@@ -463,67 +464,41 @@ class GatewayConsumer(AsyncWebsocketConsumer):
 
     async def stream_update(self, event: StreamEvent) -> None:
         sub = self.subs.get(event["channel"])
-        if sub is None:
-            return
-        if sub.snapshot_seq is None:
-            sub.buffered.append(event)
-            return
-        await self._deliver(sub, event)
+        if sub is not None:
+            await self._send_all(sub, sub.delivery.offer(event["seq"], event["frame"], time.monotonic()))
 
-    async def _deliver(self, sub: Subscription, event: StreamEvent) -> None:
-        assert sub.snapshot_seq is not None
-        if event["seq"] <= sub.snapshot_seq:
-            return  # already reflected in the snapshot
-        if not sub.latest_value:
-            await self._deliver_in_order(sub, event)
-            return
-        # Market channels: at most one frame per flush interval, always the latest.
-        sub.snapshot_seq = event["seq"]
-        interval = settings.WS_MARKET_FLUSH_INTERVAL
-        now = time.monotonic()
-        if sub.flush_task is None and now - sub.last_sent >= interval:
-            sub.last_sent = now
-            await self.send_text(event["frame"])
-            return
-        sub.pending_frame = event["frame"]
-        if sub.flush_task is None:
-            sub.flush_task = asyncio.ensure_future(self._flush_later(sub, interval - (now - sub.last_sent)))
+    async def _send_all(self, sub: Subscription, texts: list[str]) -> None:
+        self._arm_timer(sub)  # before sending: a send may yield to the timer
+        for text in texts:
+            await self.send_text(text)
 
-    async def _deliver_in_order(self, sub: Subscription, event: StreamEvent) -> None:
-        """Account channels are gap-free: two transactions of one account may
-        commit in one order and publish in the other, so an update ahead of
-        its turn waits briefly for the missing one; if that never comes (it
-        was lost), the client gets a fresh snapshot instead of a gap."""
-        assert sub.snapshot_seq is not None
-        if event["seq"] != sub.snapshot_seq + 1:
-            sub.held[event["seq"]] = event
-            if sub.gap_task is None:
-                sub.gap_task = asyncio.ensure_future(self._gap_deadline(sub))
+    def _arm_timer(self, sub: Subscription) -> None:
+        when = sub.delivery.wake_at()
+        if when == sub.timer_at:
             return
-        sub.snapshot_seq = event["seq"]
-        await self.send_text(event["frame"])
-        while sub.snapshot_seq + 1 in sub.held:
-            following = sub.held.pop(sub.snapshot_seq + 1)
-            sub.snapshot_seq = following["seq"]
-            await self.send_text(following["frame"])
-        sub.held = {seq: e for seq, e in sub.held.items() if seq > sub.snapshot_seq}
-        if not sub.held and sub.gap_task is not None:
-            sub.gap_task.cancel()
-            sub.gap_task = None
+        sub.cancel_timer()
+        if when is not None:
+            sub.timer_at = when
+            sub.timer = asyncio.ensure_future(self._timer(sub, when))
 
-    async def _gap_deadline(self, sub: Subscription) -> None:
-        await asyncio.sleep(settings.WS_GAP_TIMEOUT)
-        sub.gap_task = None
-        if sub.held and self.subs.get(sub.channel) is sub:
+    async def _timer(self, sub: Subscription, when: float) -> None:
+        await asyncio.sleep(max(0.0, when - time.monotonic()))
+        sub.timer = sub.timer_at = None
+        if self.subs.get(sub.channel) is not sub:
+            return
+        fired = sub.delivery.fire(time.monotonic())
+        if fired.resnapshot:
             logger.info("gap on %s not filled in time; sending a fresh snapshot", sub.channel)
             await self._resnapshot(sub.channel)
+            return
+        await self._send_all(sub, fired.frames)
 
     async def _resnapshot(self, channel: str) -> None:
         sub = self.subs.get(channel)
         if sub is None or self.user is None:
             return
-        sub.cancel_timers()
-        fresh = Subscription(channel=channel, handler=sub.handler, latest_value=sub.latest_value, counted=sub.counted)
+        sub.cancel_timer()
+        fresh = _new_subscription(channel, sub.handler, counted=sub.counted)
         self.subs[channel] = fresh
         try:
             seq, data = await sub.handler.snapshot(user=self.user, channel=channel)
@@ -533,16 +508,5 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             return
         if self.subs.get(channel) is not fresh:
             return
-        fresh.snapshot_seq = seq
         await self.send_frame({"type": "snapshot", "channel": channel, "seq": seq, "data": data})
-        buffered, fresh.buffered = fresh.buffered, []
-        for event in buffered:
-            await self._deliver(fresh, event)
-
-    async def _flush_later(self, sub: Subscription, delay: float) -> None:
-        await asyncio.sleep(max(0.0, delay))
-        sub.flush_task = None
-        frame, sub.pending_frame = sub.pending_frame, None
-        if frame is not None and self.subs.get(sub.channel) is sub:
-            sub.last_sent = time.monotonic()
-            await self.send_text(frame)
+        await self._send_all(fresh, fresh.delivery.start(seq, time.monotonic()))
