@@ -9,6 +9,7 @@ class InstrumentType(models.TextChoices):
     OPTION = "option", "Option"
     CRYPTO = "crypto", "Crypto"
     INDEX = "index", "Index"
+    FX = "fx", "FX rate"
 
 
 class OptionType(models.TextChoices):

@@ -39,6 +39,11 @@ def quotes_get(symbols: Iterable[str]) -> dict[str, Quote]:
     return {s: found[_key(s)] for s in symbols if _key(s) in found}
 
 
+def quotes_forget(symbols: Iterable[str]) -> None:
+    """Drop the latest quotes of ``symbols`` (tests, a delisted instrument)."""
+    cache.delete_many([_key(s) for s in symbols])
+
+
 def quote_is_stale(quote: Quote, now: float | None = None) -> bool:
     return (now if now is not None else time.time()) - quote.time > settings.QUOTE_STALE_SECONDS
 

@@ -114,19 +114,34 @@ DEMO_BASES: list[dict[str, Any]] = [
          lot_size=Decimal("0.001"), timezone="UTC", broker_codes={"ccxt": "ETH/USDT"}, sim_params={"price": 3000.0, "volatility": 0.7, "volume_per_second": 8}),
 ]  # fmt: skip
 
+# FX rates are instruments like any other: ``BASE/QUOTE`` priced in QUOTE
+# (``USD/KRW`` = KRW per dollar), read by ``marketdata.fx``. USDT is its own
+# currency, quoted against the dollar with a tiny volatility.
+DEMO_FX: list[dict[str, Any]] = [
+    dict(symbol="USD/KRW", description="US dollar / Korean won (simulated)", exchange="FX", type="fx", currency="KRW", tick_size=Decimal("0.01"),
+         timezone="UTC", sim_params={"price": 1380.0, "volatility": 0.08, "volume_per_second": 50}),
+    dict(symbol="USD/INR", description="US dollar / Indian rupee (simulated)", exchange="FX", type="fx", currency="INR", tick_size=Decimal("0.0001"),
+         timezone="UTC", sim_params={"price": 83.0, "volatility": 0.05, "volume_per_second": 50}),
+    dict(symbol="USDT/USD", description="Tether / US dollar (simulated)", exchange="FX", type="fx", currency="USD", tick_size=Decimal("0.0001"),
+         timezone="UTC", sim_params={"price": 1.0, "volatility": 0.005, "volume_per_second": 50}),
+    dict(symbol="EUR/USD", description="Euro / US dollar (simulated)", exchange="FX", type="fx", currency="USD", tick_size=Decimal("0.00001"),
+         timezone="UTC", sim_params={"price": 1.08, "volatility": 0.07, "volume_per_second": 50}),
+]  # fmt: skip
+
 OPTION_STRIKES_EACH_SIDE = 5
 OPTION_STRIKE_STEP = 50
 
 
 def demo_instruments_ensure(*, now: float | None = None) -> list[Instrument]:
     """Create the demo set once: stocks, an index with three futures and an
-    option chain around the index's current price, and two crypto pairs."""
+    option chain around the index's current price, two crypto pairs and the
+    FX rates. A database seeded before the FX rates existed gets them added."""
     if Instrument.objects.exists():
-        return []
+        return demo_fx_ensure()
     now = now if now is not None else time.time()
     created: list[Instrument] = []
     with transaction.atomic():
-        for spec in DEMO_BASES:
+        for spec in DEMO_BASES + DEMO_FX:
             created.append(instrument_upsert(**{**spec, "session": "24x7"}))
         index = next(i for i in created if i.symbol == "DEMO:IDX")
         today = datetime.fromtimestamp(now, UTC).date()
@@ -168,6 +183,14 @@ def demo_instruments_ensure(*, now: float | None = None) -> list[Instrument]:
                     )
                 )
     return created
+
+
+def demo_fx_ensure() -> list[Instrument]:
+    """Create the demo FX rates that do not exist yet (an existing one, even
+    deactivated by staff, is left as it is)."""
+    existing = set(Instrument.objects.filter(symbol__in=[spec["symbol"] for spec in DEMO_FX]).values_list("symbol", flat=True))
+    with transaction.atomic():
+        return [instrument_upsert(**{**spec, "session": "24x7"}) for spec in DEMO_FX if spec["symbol"] not in existing]
 
 
 # --- history -----------------------------------------------------------------------------
