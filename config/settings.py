@@ -55,6 +55,7 @@ THIRD_PARTY_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "corsheaders",
     "django_prometheus",
     "allauth",
@@ -264,6 +265,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Multi-broker trading terminal: REST API. WebSocket streams: /api/v1/ws/asyncapi.json.",
     "VERSION": VERSION,
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and Redoc assets come from the installed drf-spectacular-sidecar, not a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "SCHEMA_PATH_PREFIX": "/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
     "PREPROCESSING_HOOKS": ["core.schema.drop_trailing_slash_variants"],

@@ -64,6 +64,32 @@ class ReadyView(PublicView):
         return Response({"status": "ok", "checks": checks})
 
 
+class HealthzView(ReadyView):
+    """``/healthz`` of the CCXT OMS: its users check that the started stack
+    (database, cache, channel layer, task broker) answers, so it is readiness
+    (200, or 503 naming the failing checks) plus the version."""
+
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "Healthz",
+                {
+                    "status": serializers.CharField(),
+                    "checks": serializers.DictField(),
+                    "version": serializers.CharField(),
+                    "git_revision": serializers.CharField(allow_null=True),
+                },
+            ),
+            503: inline_serializer("HealthzFailing", {"error": serializers.DictField(), "checks": serializers.DictField()}),
+        },
+        operation_id="healthz",
+    )
+    def get(self, request: Request) -> Response:
+        response = super().get(request)
+        response.data.update(_version_body())
+        return response
+
+
 class VersionView(PublicView):
     @extend_schema(
         responses=inline_serializer(

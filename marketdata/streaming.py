@@ -194,6 +194,26 @@ class QuotesChannel(ChannelHandler):
             }
         }
 
+    def asyncapi_schemas(self) -> dict[str, Any]:
+        decimal = {"type": ["string", "null"], "description": "decimal as a string"}
+        fields = ("last", "bid", "ask", "bid_size", "ask_size", "volume", "open_interest", "change")
+        return {
+            "Quote": {
+                "type": ["object", "null"],
+                "description": "null in a snapshot while the symbol has no quote yet",
+                "properties": {
+                    "symbol": {"type": "string"},
+                    **{name: decimal for name in fields},
+                    "change_percent": decimal,
+                    **{name: decimal for name in ("day_open", "day_high", "day_low", "prev_close")},
+                    "time": {"type": "string", "format": "date-time"},
+                    "ts": {"type": "number", "description": "unix seconds"},
+                    "stale": {"type": "boolean", "description": f"older than {settings.QUOTE_STALE_SECONDS}s"},
+                },
+                "additionalProperties": True,
+            }
+        }
+
 
 class BarsChannel(ChannelHandler):
     prefix = "bars"
@@ -233,6 +253,22 @@ class BarsChannel(ChannelHandler):
                 + " Resolutions 1, 5, 15, 30, 60, 240, 1D, 1W, 1M (D/W/M accepted; frames use the canonical name).",
                 "parameters": {"symbol": {"schema": {"type": "string"}}, "resolution": {"schema": {"type": "string"}}},
                 "subscribe": {"message": {"name": "bar", "payload": {"$ref": "#/components/schemas/Bar"}}},
+            }
+        }
+
+    def asyncapi_schemas(self) -> dict[str, Any]:
+        decimal = {"type": "string", "description": "decimal as a string"}
+        return {
+            "Bar": {
+                "type": ["object", "null"],
+                "description": "null in a snapshot while the symbol has no bar yet",
+                "properties": {
+                    "symbol": {"type": "string"},
+                    "resolution": {"type": "string"},
+                    "time": {"type": "string", "format": "date-time", "description": "the bar's open time"},
+                    "ts": {"type": "integer", "description": "unix seconds"},
+                    **{name: decimal for name in ("open", "high", "low", "close", "volume")},
+                },
             }
         }
 

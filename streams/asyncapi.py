@@ -3,10 +3,12 @@ registered channel family's own entries."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.conf import settings
 
+from streams.frames import CLOSE_CODES
 from streams.registry import channel_handlers
 
 _ERROR = {
@@ -86,8 +88,10 @@ def document() -> dict[str, Any]:
             "subscribe": {"message": {"oneOf": [{"$ref": f"#/components/messages/{name}"} for name in server_messages]}},
         }
     }
+    schemas: dict[str, Any] = {}
     for handler in channel_handlers().values():
         channels.update(handler.asyncapi_channels())
+        schemas.update(handler.asyncapi_schemas())
     return {
         "asyncapi": "2.6.0",
         "info": {
@@ -97,5 +101,69 @@ def document() -> dict[str, Any]:
         },
         "defaultContentType": "application/json",
         "channels": channels,
-        "components": {"messages": {**client_messages, **server_messages}},
+        "components": {"messages": {**client_messages, **server_messages}, "schemas": schemas},
+        "x-close-codes": [{"code": code, "reason": reason} for code, reason in CLOSE_CODES.items()],
+    }
+
+
+def _resolve(doc: dict[str, Any], node: Any) -> Any:
+    """Inline ``#/components/...`` references (the page shows each schema whole)."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/"):
+            target: Any = doc
+            for part in ref[2:].split("/"):
+                target = target.get(part, {}) if isinstance(target, dict) else {}
+            return _resolve(doc, target)
+        return {key: _resolve(doc, value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_resolve(doc, item) for item in node]
+    return node
+
+
+def _messages(doc: dict[str, Any], operation: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if not operation:
+        return []
+    message = operation.get("message", {})
+    items = message.get("oneOf", [message]) if isinstance(message, dict) else []
+    return [_resolve(doc, item) for item in items]
+
+
+def _pretty(schema: Any) -> str:
+    return json.dumps(schema, indent=2, ensure_ascii=False)
+
+
+def page_context() -> dict[str, Any]:
+    """The AsyncAPI document arranged for the HTML page (``/api/v1/ws/asyncapi``):
+    the endpoint, client ops, server frames, channels with their message
+    schemas, and close codes."""
+    doc = document()
+    endpoint_name = "/api/v1/ws"
+    endpoint = doc["channels"][endpoint_name]
+    ops = [{"name": m["name"], "payload": _pretty(m["payload"])} for m in _messages(doc, endpoint.get("publish"))]
+    frames = [{"name": m["name"], "payload": _pretty(m["payload"])} for m in _messages(doc, endpoint.get("subscribe"))]
+    channels = [
+        {
+            "name": name,
+            "description": entry.get("description", ""),
+            "parameters": [
+                {"name": p, "type": spec.get("schema", {}).get("type", ""), "description": spec.get("description", "")}
+                for p, spec in entry.get("parameters", {}).items()
+            ],
+            "messages": [
+                {"name": m.get("name", ""), "summary": m.get("summary", ""), "payload": _pretty(m.get("payload", {}))}
+                for m in _messages(doc, entry.get("subscribe"))
+            ],
+        }
+        for name, entry in doc["channels"].items()
+        if name != endpoint_name
+    ]
+    return {
+        "info": doc["info"],
+        "asyncapi_version": doc["asyncapi"],
+        "endpoint": {"name": endpoint_name, "description": endpoint.get("description", "")},
+        "ops": ops,
+        "frames": frames,
+        "channels": channels,
+        "close_codes": doc.get("x-close-codes", []),
     }

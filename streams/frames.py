@@ -14,6 +14,11 @@ ServerFrameType = Literal["hello", "subscribed", "unsubscribed", "snapshot", "up
 CLOSE_UNAUTHENTICATED = 4001
 CLOSE_FORBIDDEN_ORIGIN = 4003
 CLOSE_PONG_TIMEOUT = 4008
+CLOSE_CODES = {
+    CLOSE_UNAUTHENTICATED: "unauthenticated: no valid API key, session or auth frame in time",
+    CLOSE_FORBIDDEN_ORIGIN: "foreign origin: the handshake is refused (HTTP 403)",
+    CLOSE_PONG_TIMEOUT: "pong timeout: the server's ping was not echoed in time",
+}
 
 
 class ServerFrame(TypedDict):

@@ -45,6 +45,10 @@ class ChannelHandler:
         """AsyncAPI ``channels`` entries for this family."""
         return {}
 
+    def asyncapi_schemas(self) -> dict[str, Any]:
+        """AsyncAPI ``components.schemas`` the channel entries refer to."""
+        return {}
+
 
 CommandHandler = Callable[[User, ApiKey | None, dict[str, Any]], Awaitable[dict[str, Any]]]
 
