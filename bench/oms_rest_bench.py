@@ -205,7 +205,7 @@ def _cleanup_production_run(accounts: dict[str, int], server_pid: int) -> None:
     import redis
 
     from oms.models import Order, OrderStatus
-    from oms.services.orders import order_cancel
+    from oms.services.amend import order_cancel
 
     for order in Order.objects.filter(account_id__in=accounts.values(), status=OrderStatus.PENDING_NEW, sent_at=None):
         order_cancel(order=order, actor=None, source="cli")

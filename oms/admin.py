@@ -18,7 +18,7 @@ from brokers import admin as brokers_admin  # noqa: F401  (registers BrokerAccou
 from brokers.models import BrokerAccount
 from core.exceptions import DomainError
 from oms.models import Deal, IdempotencyKey, Order, OrderEvent, Position, Source
-from oms.services.orders import order_cancel
+from oms.services.amend import order_cancel
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

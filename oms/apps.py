@@ -11,9 +11,7 @@ class OmsConfig(AppConfig):
         from oms.loops import register_loops
         from oms.selectors import fills_marks
         from oms.services.fills import fills_apply
-        from oms.services.funds import funds_payload
-        from oms.services.orders import order_apply_broker_status
-        from oms.services.tx import register_funds_provider
+        from oms.services.lifecycle import order_apply_broker_status
         from oms.streams import FundsChannel, OrdersChannel, PositionsChannel, ws_command
         from streams.registry import register_channel, register_command_handler
 
@@ -23,7 +21,6 @@ class OmsConfig(AppConfig):
 
         register_sinks(fills=fills_apply, orders=order_updates)
         register_loops()
-        register_funds_provider(funds_payload)
         for channel in (OrdersChannel(), PositionsChannel(), FundsChannel()):
             register_channel(channel)
         register_command_handler(ws_command)

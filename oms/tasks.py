@@ -10,7 +10,7 @@ from oms.models import Order
 @shared_task(name="oms.orders_submit", bind=True, max_retries=20, acks_late=True)
 def orders_submit_task(self, order_ids: list[int]) -> list[int]:  # type: ignore[no-untyped-def]
     """Send pending orders (a batch in one task: one enqueue per batch)."""
-    from oms.services.orders import order_submit
+    from oms.services.send import order_submit
 
     retry = []
     for order_id in order_ids:
@@ -29,7 +29,7 @@ def orders_submit_task(self, order_ids: list[int]) -> list[int]:  # type: ignore
 
 @shared_task(name="oms.order_cancel", acks_late=True)
 def order_cancel_task(order_id: int) -> None:
-    from oms.services.orders import order_cancel_at_broker
+    from oms.services.amend import order_cancel_at_broker
 
     if Order.objects.filter(pk=order_id).exists():
         order_cancel_at_broker(order_id=order_id)
@@ -37,7 +37,7 @@ def order_cancel_task(order_id: int) -> None:
 
 @shared_task(name="oms.order_change", acks_late=True)
 def order_change_task(order_id: int, changes: dict[str, str]) -> None:
-    from oms.services.orders import order_change_at_broker
+    from oms.services.amend import order_change_at_broker
 
     if Order.objects.filter(pk=order_id).exists():
         order_change_at_broker(order_id=order_id, changes=changes)

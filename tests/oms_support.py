@@ -81,7 +81,7 @@ def tasks_in_process() -> Iterator[None]:
 
 
 def send(account: Any, *, actor: Any = None, source: str = "rest", **payload: Any) -> Order:
-    from oms.services.orders import order_send
+    from oms.services.send import order_send
 
     payload.setdefault("symbol", "AAA")
     payload.setdefault("side", "buy")

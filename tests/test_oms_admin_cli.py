@@ -21,7 +21,7 @@ from marketdata.quotes import quote_store
 from marketdata.services import instrument_upsert
 from marketdata.types import Quote
 from oms.models import Deal, Order, OrderEvent, Position
-from oms.services.orders import order_send
+from oms.services.send import order_send
 from tests.fakes import FakeVenue
 from tests.oms_support import venue_registered
 

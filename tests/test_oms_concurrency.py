@@ -17,9 +17,11 @@ from django.db import connection
 from brokers.base import Fill
 from oms.errors import Conflict
 from oms.models import Order, Position
+from oms.services.amend import order_cancel
+from oms.services.closing import position_close
 from oms.services.commands import Command, command_check, commands_run
 from oms.services.fills import fill_apply
-from oms.services.orders import order_cancel, order_send, order_submit, position_close
+from oms.services.send import order_send, order_submit
 from tests.fakes import FakeVenue
 from tests.oms_support import NO_LIMITS, make_account, make_instruments, venue_registered
 
@@ -129,7 +131,7 @@ def test_orders_from_twenty_threads_take_gap_free_stream_sequences(account, monk
         return True
 
     monkeypatch.setattr("oms.services.tx.publish", record)
-    monkeypatch.setattr("oms.services.orders._enqueue_submit", lambda ids: None)  # only the writes count here
+    monkeypatch.setattr("oms.services.send.enqueue_submit", lambda ids: None)  # only the writes count here
     per_thread = 3
 
     def sender(i: int):
@@ -149,7 +151,7 @@ def test_orders_from_twenty_threads_take_gap_free_stream_sequences(account, monk
 
 
 def test_a_cancel_racing_the_senders_claim_never_leaves_a_canceled_order_live_at_the_broker(account, venue, monkeypatch):
-    monkeypatch.setattr("oms.services.orders._enqueue_submit", lambda ids: None)
+    monkeypatch.setattr("oms.services.send.enqueue_submit", lambda ids: None)
     orders = [
         order_send(account=account, actor=None, source="rest", symbol="AAA", side="buy", order_type="limit", qty="1", price="90")
         for _ in range(25)

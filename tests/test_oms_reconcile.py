@@ -15,7 +15,7 @@ from brokers.base import BrokerTimeout, BrokerUnavailable, OrderStatus
 from brokers.models import BrokerAccount
 from brokers.registry import deliver_fills
 from oms.models import Deal, Order, OrderEvent, Position
-from oms.services.orders import order_cancel
+from oms.services.amend import order_cancel
 from oms.services.positions import positions_rebuild
 from oms.services.reconcile import OVERLAP, account_reconcile, accounts_reconcile_all
 from oms.services.sweeper import orders_sweep
@@ -121,9 +121,9 @@ def test_a_lost_answer_of_a_resting_order_settles_it_new(account, venue, setting
 
 
 def _same_request(order: Order):
-    from oms.services.orders import _request_of
+    from oms.services.send import order_request
 
-    return _request_of(order)
+    return order_request(order)
 
 
 @pytest.mark.parametrize("venue_status", ["canceled", "rejected", "expired"])
@@ -316,7 +316,7 @@ def test_an_unknown_order_older_than_the_checkpoint_is_still_looked_up(account, 
 
 def test_a_cancel_in_flight_is_left_alone_and_a_lost_one_is_asked_again(account, venue, monkeypatch, settings):
     order = send(account, order_type="limit", price="100")
-    monkeypatch.setattr("oms.services.orders._enqueue", lambda *args: None)  # the cancel task is lost
+    monkeypatch.setattr("oms.services.amend.enqueue_cancel", lambda *args: None)  # the cancel task is lost
     order_cancel(order=order, actor=None, source="rest")
     monkeypatch.undo()
     with venue_registered(venue):

@@ -20,11 +20,13 @@ from brokers.base import BrokerUnavailable
 from brokers.services import broker_account_set_trading_enabled
 from oms.errors import Conflict, InvalidInput, NotFound, RiskRejected, TradingDisabled
 from oms.models import Deal, DealKind, Order, OrderEvent, Position, PositionStatus
+from oms.services.amend import order_cancel, order_change
+from oms.services.closing import position_close
 from oms.services.commands import Command, command_check, commands_run
 from oms.services.funds import funds_fetch
-from oms.services.orders import order_cancel, order_change, order_send, position_close
 from oms.services.positions import deals_reassign, position_close_by, positions_rebuild
 from oms.services.reconcile import account_reconcile
+from oms.services.send import order_send
 from oms.services.sweeper import orders_sweep
 from tests.fakes import FakeBroker, FakeVenue
 from tests.oms_support import (
@@ -188,7 +190,7 @@ def test_a_broker_without_an_adapter_leaves_the_order_for_the_sweeper_without_fa
 @pytest.fixture
 def no_send(monkeypatch):
     """The process dies right after commit: the send is never enqueued."""
-    monkeypatch.setattr("oms.services.orders._enqueue_submit", lambda ids: None)
+    monkeypatch.setattr("oms.services.send.enqueue_submit", lambda ids: None)
 
 
 def test_crash_before_the_send_the_sweeper_sends_it_once(account, venue, no_send):
@@ -243,9 +245,9 @@ def test_crash_after_the_call_the_sweeper_records_what_the_broker_has_and_never_
 
 
 def _request(order: Order):
-    from oms.services.orders import _request_of
+    from oms.services.send import order_request
 
-    return _request_of(order)
+    return order_request(order)
 
 
 def test_without_client_order_ids_the_sweeper_matches_symbol_side_qty_and_time(account, no_send):

@@ -41,9 +41,11 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invar
 from brokers.base import BrokerError
 from oms.errors import Conflict, InvalidInput, NotFound
 from oms.models import FINAL_STATUSES, Deal, Order, Position, PositionStatus
-from oms.services.orders import _request_of, order_cancel, order_change, position_close
+from oms.services.amend import order_cancel, order_change
+from oms.services.closing import position_close
 from oms.services.positions import positions_rebuild
 from oms.services.reconcile import account_reconcile
+from oms.services.send import order_request
 from oms.services.sweeper import orders_sweep
 from tests.oms_support import (
     NO_LIMITS,
@@ -122,7 +124,7 @@ class OmsMachine(RuleBasedStateMachine):
     def send_then_crash(self, qty, crash, mode):
         """The process dies after the commit: before the claim, after it, or
         after the call reached the venue (its answer lost with the process)."""
-        with mock.patch("oms.services.orders._enqueue_submit", lambda ids: None):
+        with mock.patch("oms.services.send.enqueue_submit", lambda ids: None):
             order = send(self.account, symbol="AAA", qty=str(qty), order_type="limit", price="100")
         if crash == "before_claim":
             return order.pk
@@ -131,7 +133,7 @@ class OmsMachine(RuleBasedStateMachine):
             self.venue.mode = mode
             self.venue.fill_price = D(100)
             with suppress(BrokerError):  # "lose": executed, the answer timed out
-                self.venue.broker(self.account).place_order(_request_of(Order.objects.get(pk=order.pk)))
+                self.venue.broker(self.account).place_order(order_request(Order.objects.get(pk=order.pk)))
         return order.pk
 
     @rule(order_id=orders)

@@ -18,7 +18,7 @@ from brokers.models import BrokerAccount
 from oms.errors import IllegalTransition
 from oms.models import FINAL_STATUSES, TRANSITIONS, Order, OrderEvent, OrderStatus
 from oms.services.fills import fill_apply
-from oms.services.orders import order_apply_result, order_transition
+from oms.services.lifecycle import order_apply_result, order_transition
 from oms.services.tx import AccountTx
 from tests.oms_support import make_account, make_instruments
 
@@ -73,10 +73,8 @@ def test_the_code_table_is_the_design_table():
 
 
 def _transition(order: Order, to_status: str) -> None:
-    with transaction.atomic():
-        tx = AccountTx.lock(order.account_id)
+    with AccountTx(order.account_id) as tx:
         order_transition(tx, order, to_status, source="system", message="test")
-        tx.finish()
 
 
 @pytest.mark.parametrize(("from_status", "to_status"), [p for p in PAIRS if p[1] in DESIGN_TABLE[p[0]]])

@@ -40,7 +40,7 @@ from brokers.models import BrokerAccount
 from brokers.services import broker_account_create
 from marketdata.services import instrument_upsert
 from oms.models import TRANSITIONS, Order
-from oms.services.orders import order_send
+from oms.services.send import order_send
 from oms.streams import FundsChannel, OrdersChannel, PositionsChannel
 from streams.asyncapi import document
 from tests.fakes import FakeVenue

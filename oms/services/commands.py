@@ -22,7 +22,7 @@ from brokers.models import BrokerAccount
 from core.exceptions import DomainError, error_body
 from oms.errors import Conflict, InvalidInput, NotFound
 from oms.models import IdempotencyKey, Order
-from oms.services import orders as order_services
+from oms.services import amend, closing, send
 from oms.services import positions as position_services
 from oms.services.validation import OrderSpec, order_spec
 
@@ -177,8 +177,8 @@ def _order_result(command: Command, order: Order) -> CommandResult:
 def _send(account: BrokerAccount, commands: list[Command], *, actor: User | None, source: str) -> list[Order]:
     specs = [c.spec for c in commands]
     if all(spec is not None for spec in specs):
-        return order_services.orders_send(account=account, specs=specs, actor=actor, source=source)  # type: ignore[arg-type]
-    return order_services.orders_send(account=account, payloads=[c.payload for c in commands], actor=actor, source=source)
+        return send.orders_send(account=account, specs=specs, actor=actor, source=source)  # type: ignore[arg-type]
+    return send.orders_send(account=account, payloads=[c.payload for c in commands], actor=actor, source=source)
 
 
 def _run_one(account: BrokerAccount, command: Command, *, actor: User | None, source: str) -> CommandResult:
@@ -187,18 +187,16 @@ def _run_one(account: BrokerAccount, command: Command, *, actor: User | None, so
     if name == "send_order":
         return _order_result(command, _send(account, [command], actor=actor, source=source)[0])
     if name == "cancel_order":
-        order = order_services.order_get_for_account(account=account, order_id=p.get("order_id"), client_order_id=p.get("client_order_id"))
-        return _order_result(command, order_services.order_cancel(order=order, actor=actor, source=source))
+        order = amend.order_get_for_account(account=account, order_id=p.get("order_id"), client_order_id=p.get("client_order_id"))
+        return _order_result(command, amend.order_cancel(order=order, actor=actor, source=source))
     if name == "change_order":
-        order = order_services.order_get_for_account(account=account, order_id=p.get("order_id"), client_order_id=p.get("client_order_id"))
-        changed = order_services.order_change(
+        order = amend.order_get_for_account(account=account, order_id=p.get("order_id"), client_order_id=p.get("client_order_id"))
+        changed = amend.order_change(
             order=order, actor=actor, source=source, qty=p.get("qty"), price=p.get("price"), stop_price=p.get("stop_price")
         )
         return _order_result(command, changed)
     if name == "close_position":
-        return _order_result(
-            command, order_services.position_close(account=account, position_id=p["position_id"], actor=actor, source=source)
-        )
+        return _order_result(command, closing.position_close(account=account, position_id=p["position_id"], actor=actor, source=source))
     if name == "close_by":
         deals = position_services.position_close_by(account=account, position_id_a=p["position_id_a"], position_id_b=p["position_id_b"])
         return CommandResult(request_id=command.request_id, command=name, status="done", extra={"deal_ids": [d.pk for d in deals]})
@@ -211,10 +209,10 @@ def _run_one(account: BrokerAccount, command: Command, *, actor: User | None, so
         )
         return CommandResult(request_id=command.request_id, command=name, status="done", extra={"deal_ids": [d.pk for d in deals]})
     if name == "cancel_all":
-        orders = order_services.orders_cancel_all(account=account, actor=actor, source=source)
+        orders = amend.orders_cancel_all(account=account, actor=actor, source=source)
         return CommandResult(request_id=command.request_id, command=name, status="done", extra={"order_ids": [o.pk for o in orders]})
     if name == "flatten_all":
-        orders = order_services.positions_flatten_all(account=account, actor=actor, source=source)
+        orders = closing.positions_flatten_all(account=account, actor=actor, source=source)
         return CommandResult(request_id=command.request_id, command=name, status="done", extra={"order_ids": [o.pk for o in orders]})
     raise InvalidInput(f"Unknown command {name!r}.")
 

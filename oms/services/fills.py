@@ -12,13 +12,13 @@ import logging
 from datetime import datetime
 from decimal import Decimal
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.utils import timezone
 
 from brokers.base import Fill
 from core.masking import mask_secrets
 from oms.models import Deal, DealKind, Order, OrderEvent, OrderStatus, Source
-from oms.services.orders import _find_order, _settle
+from oms.services.lifecycle import order_find, order_settle
 from oms.services.positions import position_apply_deal, position_for_deal
 from oms.services.tx import AccountTx
 
@@ -31,11 +31,10 @@ def fill_apply(*, account_id: int, fill: Fill, source: str = Source.BROKER) -> D
         return None
     executed_at: datetime = fill.executed_at or timezone.now()
     try:
-        with transaction.atomic():
-            tx = AccountTx.lock(account_id)
+        with AccountTx(account_id) as tx:
             if Deal.objects.filter(account_id=account_id, broker_trade_id=fill.broker_trade_id).exists():
                 return None  # booked by a concurrent delivery while we waited for the lock
-            order = _find_order(account_id, broker_order_id=fill.broker_order_id, client_order_id=fill.client_order_id)
+            order = order_find(account_id, broker_order_id=fill.broker_order_id, client_order_id=fill.client_order_id)
             strategy_id = order.strategy_id if order else ""
             position = position_for_deal(
                 tx.account,
@@ -64,7 +63,6 @@ def fill_apply(*, account_id: int, fill: Fill, source: str = Source.BROKER) -> D
             if order is not None:
                 _book_on_order(tx, order, fill, source)
             tx.funds_changed()
-            tx.finish()
     except IntegrityError:
         # The unique constraint caught a concurrent booking of the same trade.
         return None
@@ -103,7 +101,7 @@ def _book_on_order(tx: AccountTx, order: Order, fill: Fill, source: str) -> None
         return
     target = OrderStatus.FILLED if order.filled_qty >= order.qty else OrderStatus.PARTIALLY_FILLED
     published = tx.account.orders_seq
-    _settle(tx, order, target, source=source)
+    order_settle(tx, order, target, source=source)
     if tx.account.orders_seq == published:
         tx.order_changed(order)  # no transition (e.g. another partial fill): still an update
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db import transaction
 from django.utils import timezone
 
 from brokers.models import BrokerAccount, PositionMode
@@ -165,8 +164,7 @@ def position_close_by(*, account: BrokerAccount, position_id_a: int, position_id
     internal ``close_by`` deals at one price (the current mark)."""
     if position_id_a == position_id_b:
         raise InvalidInput("close_by needs two different positions.", fields={"position_id_b": ["Must differ from position_id_a."]})
-    with transaction.atomic():
-        tx = AccountTx.lock(account.pk)
+    with AccountTx(account.pk) as tx:
         positions = {p.pk: p for p in Position.objects.filter(account=tx.account, pk__in=[position_id_a, position_id_b])}
         if len(positions) != 2:
             raise NotFound("No such position.")
@@ -196,7 +194,6 @@ def position_close_by(*, account: BrokerAccount, position_id_a: int, position_id
                 )
             )
         tx.funds_changed()
-        tx.finish()
     return deals
 
 
@@ -208,8 +205,7 @@ def deals_reassign(
     the target, at its price. The original deals stay untouched."""
     if not deal_ids:
         raise InvalidInput("deal_ids is empty.", fields={"deal_ids": ["At least one deal."]})
-    with transaction.atomic():
-        tx = AccountTx.lock(account.pk)
+    with AccountTx(account.pk) as tx:
         deals = list(Deal.objects.filter(account=tx.account, pk__in=deal_ids).order_by("executed_at", "id"))
         if len(deals) != len(set(deal_ids)):
             raise NotFound("No such deal.")  # another account's deal looks like none
@@ -264,7 +260,6 @@ def deals_reassign(
                 )
             )
         tx.funds_changed()
-        tx.finish()
     return booked
 
 
@@ -301,8 +296,7 @@ def positions_rebuild(*, account: BrokerAccount, save: bool = False) -> list[dic
         if expected != stored:
             differences.append({"position_id": position.pk, "stored": stored, "expected": expected})
             if save:
-                with transaction.atomic():
-                    tx = AccountTx.lock(account.pk)
+                with AccountTx(account.pk) as tx:
                     fresh = Position.objects.get(pk=position.pk)
                     _store_book(fresh, book, fresh.closed_at or timezone.now())
                     if book.qty != 0:
@@ -310,7 +304,6 @@ def positions_rebuild(*, account: BrokerAccount, save: bool = False) -> list[dic
                         fresh.closed_at = None
                     fresh.save()
                     tx.position_changed(fresh)
-                    tx.finish()
     return differences
 
 
@@ -324,8 +317,7 @@ def positions_mark(*, account: BrokerAccount) -> int:
             moved.append((pk, quote.last))
     if not moved:
         return 0
-    with transaction.atomic():
-        tx = AccountTx.lock(account.pk)
+    with AccountTx(account.pk) as tx:
         for pk, last in moved:
             position = Position.objects.filter(pk=pk, status=PositionStatus.OPEN).first()
             if position is None:
@@ -334,7 +326,6 @@ def positions_mark(*, account: BrokerAccount) -> int:
             position.save(update_fields=["last_price", "unrealized_pnl", "updated_at"])
             tx.position_changed(position)
         tx.funds_changed()
-        tx.finish()
     return len(moved)
 
 

@@ -26,7 +26,6 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from brokers.base import Broker, BrokerError, Fill
@@ -35,8 +34,9 @@ from brokers.models import AccountStatus, BrokerAccount
 from brokers.registry import broker_for
 from brokers.services import broker_account_record_sync
 from oms.models import FINAL_STATUSES, Order, OrderEvent, OrderStatus, OrderType, Side, Source, TimeInForce
+from oms.services.enqueue import enqueue_cancel
 from oms.services.fills import fills_apply
-from oms.services.orders import _enqueue, _find_order, _settle, order_transition
+from oms.services.lifecycle import order_find, order_settle, order_transition
 from oms.services.tx import AccountTx
 
 logger = logging.getLogger(__name__)
@@ -126,15 +126,13 @@ def order_record_broker_view(*, order_id: int, view: BrokerOrderStatus, source: 
     """Record the broker's view of one of our orders found by a lookup: its
     broker order id (which a match by attributes is the only way to learn),
     then its status where that is a legal step (fills come from deals)."""
-    with transaction.atomic():
-        tx = AccountTx.lock(Order.objects.values_list("account_id", flat=True).get(pk=order_id))
+    with AccountTx(Order.objects.values_list("account_id", flat=True).get(pk=order_id)) as tx:
         order = Order.objects.get(pk=order_id)
         if view.broker_order_id and not order.broker_order_id:
             order.broker_order_id = view.broker_order_id
             order.save(update_fields=["broker_order_id", "updated_at"])
         if view.status in SETTLING:
-            _settle(tx, order, view.status, source=source, message=message or view.message, payload=view.raw)
-        tx.finish()
+            order_settle(tx, order, view.status, source=source, message=message or view.message, payload=view.raw)
     return order
 
 
@@ -286,12 +284,10 @@ def _apply_view(order_id: int, view: BrokerOrderStatus, *, stale_before: datetim
     still in flight is left alone (the broker answers it); one pending longer
     than the grace period lost its answer: a change takes the broker's terms,
     a cancel is asked again."""
-    with transaction.atomic():
-        tx = AccountTx.lock(Order.objects.values_list("account_id", flat=True).get(pk=order_id))
+    with AccountTx(Order.objects.values_list("account_id", flat=True).get(pk=order_id)) as tx:
         order = Order.objects.get(pk=order_id)
         outcome = "same"
         if order.is_final or view.status not in SETTLING:
-            tx.finish()
             return outcome
         if view.broker_order_id and not order.broker_order_id:
             order.broker_order_id = view.broker_order_id
@@ -299,21 +295,17 @@ def _apply_view(order_id: int, view: BrokerOrderStatus, *, stale_before: datetim
         working_at_broker = view.status not in FINAL_STATUSES
         if order.status in (OrderStatus.PENDING_CANCEL, OrderStatus.PENDING_CHANGE) and working_at_broker:
             if order.updated_at >= stale_before:
-                tx.finish()
                 return outcome
             if order.status == OrderStatus.PENDING_CANCEL:
-                tx.finish()
                 return "retry_cancel"
             _adopt_broker_terms(order, view)
         message = view.message or f"Reconciled: {view.status} at the broker."
         if _repeats_last_note(order, view.status):
-            tx.finish()
             return outcome
         before = order.status
-        _settle(tx, order, view.status, source=Source.RECONCILIATION, message=message, payload=view.raw)
+        order_settle(tx, order, view.status, source=Source.RECONCILIATION, message=message, payload=view.raw)
         if order.status != before:
             outcome = "moved"
-        tx.finish()
     return outcome
 
 
@@ -340,19 +332,17 @@ def _repeats_last_note(order: Order, broker_status: str) -> bool:
 
 
 def _reject_not_found(order_id: int) -> bool:
-    with transaction.atomic():
-        tx = AccountTx.lock(Order.objects.values_list("account_id", flat=True).get(pk=order_id))
+    with AccountTx(Order.objects.values_list("account_id", flat=True).get(pk=order_id)) as tx:
         order = Order.objects.get(pk=order_id)
         moved = order.status == OrderStatus.UNKNOWN
         if moved:
             order_transition(tx, order, OrderStatus.REJECTED, source=Source.RECONCILIATION, message=NOT_FOUND)
-        tx.finish()
     return moved
 
 
 def _retry_cancel(order_id: int, summary: ReconcileSummary) -> None:
     # A cancel is safe to ask twice; the task does nothing unless still pending_cancel.
-    _enqueue("order_cancel_task", order_id)
+    enqueue_cancel(order_id)
     summary.cancels_retried.append(order_id)
 
 
@@ -385,10 +375,8 @@ def order_import_external(*, account_id: int, view: BrokerOrderStatus) -> Order 
     if view.side not in Side.values or not view.qty or Decimal(view.qty) <= 0 or not view.symbol:
         logger.error("account %s: broker order %s cannot be imported: %r", account_id, view.broker_order_id, view)
         return None
-    with transaction.atomic():
-        tx = AccountTx.lock(account_id)
-        if _find_order(account_id, broker_order_id=view.broker_order_id, client_order_id=view.client_order_id) is not None:
-            tx.finish()
+    with AccountTx(account_id) as tx:
+        if order_find(account_id, broker_order_id=view.broker_order_id, client_order_id=view.client_order_id) is not None:
             return None
         status = _import_status(view.status)
         order = Order.objects.create(
@@ -417,7 +405,6 @@ def order_import_external(*, account_id: int, view: BrokerOrderStatus) -> Order 
             payload=view.raw,
         )
         tx.order_changed(order)
-        tx.finish()
     return order
 
 

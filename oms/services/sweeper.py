@@ -30,8 +30,8 @@ from brokers.base import OrderStatus as BrokerOrderStatus
 from brokers.registry import broker_for
 from oms.models import Order, OrderStatus, Source
 from oms.services.fills import fills_apply
-from oms.services.orders import order_submit, order_submit_claimed
 from oms.services.reconcile import MATCH_WINDOW, order_lookup_at_broker, order_record_broker_view
+from oms.services.send import order_submit, order_submit_claimed
 
 logger = logging.getLogger(__name__)
 

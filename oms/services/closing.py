@@ -1,0 +1,72 @@
+"""Closing positions with orders: ``close_position`` and ``flatten_all``.
+
+(Internal bookings that close without an order, ``close_by`` and
+``reassign``, live with the position projection in ``positions``.)
+"""
+
+from __future__ import annotations
+
+from accounts.models import User
+from brokers.models import BrokerAccount
+from oms.errors import Conflict, InvalidInput, NotFound, TradingDisabled
+from oms.models import FINAL_STATUSES, Order, OrderType, Position, PositionSide, PositionStatus, Side, TimeInForce
+from oms.services.amend import orders_cancel_all
+from oms.services.enqueue import enqueue_submit
+from oms.services.positions import working_reduce_qty
+from oms.services.send import order_create
+from oms.services.tx import AccountTx
+from oms.services.validation import order_spec
+
+
+def position_close(*, account: BrokerAccount, position_id: int, actor: User | None, source: str) -> Order:
+    """``close_position``: a reduce-only market order for the remaining qty.
+    One close at a time per position (a second one answers 409)."""
+    with AccountTx(account.pk) as tx:
+        position = Position.objects.filter(account=tx.account, pk=position_id).first()
+        if position is None:
+            raise NotFound("No such position.")
+        if position.status != PositionStatus.OPEN:
+            raise Conflict("The position is closed.", code="position_closed")
+        if position.closing_order_id is not None:
+            working = Order.objects.filter(pk=position.closing_order_id).values_list("status", flat=True).first()
+            if working is not None and working not in FINAL_STATUSES:
+                raise Conflict("A close of this position is already working.", code="close_pending")
+        if not tx.account.trading_enabled:
+            raise TradingDisabled()
+        # Working reduce-only orders of the position already cover part of it.
+        remaining = position.qty - working_reduce_qty(position)
+        if remaining <= 0:
+            raise Conflict("Working reduce-only orders already close this position.", code="close_pending")
+        spec = order_spec(
+            symbol=position.symbol,
+            side=Side.SELL if position.side == PositionSide.LONG else Side.BUY,
+            order_type=OrderType.MARKET,
+            qty=str(remaining),
+            time_in_force=TimeInForce.GTC,
+            strategy_id=position.strategy_id,
+            position_id=position.pk,
+            reduce_only=True,
+        )
+        order = order_create(tx, spec, actor=actor, source=source)
+        position.closing_order = order
+        position.save(update_fields=["closing_order", "updated_at"])
+        ids = [order.pk]
+        tx.on_commit(lambda: enqueue_submit(ids))
+    return order
+
+
+def positions_flatten_all(*, account: BrokerAccount, actor: User | None, source: str) -> list[Order]:
+    """``flatten_all``: cancel working orders, then close every open position.
+
+    Closing sends new orders, so the kill switch refuses flatten as a whole
+    before anything is canceled (cancel_all stays allowed)."""
+    if not BrokerAccount.objects.filter(pk=account.pk, trading_enabled=True).exists():
+        raise TradingDisabled("Trading is disabled on this account by staff: flatten needs new orders. cancel_all is still allowed.")
+    orders_cancel_all(account=account, actor=actor, source=source)
+    closes = []
+    for position_id in Position.objects.filter(account=account, status=PositionStatus.OPEN).values_list("pk", flat=True):
+        try:
+            closes.append(position_close(account=account, position_id=position_id, actor=actor, source=source))
+        except (Conflict, InvalidInput):
+            continue  # closing already, or working reduce orders cover it
+    return closes
