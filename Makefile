@@ -1,6 +1,6 @@
 # One-command workflows. Needs only python3.11 (or python3) on the machine.
 #   make run    the embedded default: SQLite, in-memory layers, one daphne process
-#   make test   lint, format check, types, then the test suite
+#   make test   lint, format check, types, import contracts, then the test suite
 #   make prod   the Procfile (web, worker, beat, marketdata) on DATABASE_URL/REDIS_URL
 
 PYTHON ?= python3.11
@@ -24,8 +24,8 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make run    start the terminal (embedded default) on http://$(WEB_HOST):$(PORT)/"
-	@echo "make test   ruff, ruff format --check, mypy, pytest"
-	@echo "make lint   ruff, ruff format --check, mypy"
+	@echo "make test   ruff, ruff format --check, mypy, import contracts, pytest"
+	@echo "make lint   ruff, ruff format --check, mypy, import contracts (lint-imports)"
 	@echo "make fmt    ruff format and ruff check --fix"
 	@echo "make prod   Procfile processes with honcho (needs REDIS_URL, usually DATABASE_URL)"
 
@@ -46,6 +46,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy $(MYPY_PATHS)
+	$(BIN)/lint-imports --no-cache
 
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
