@@ -103,7 +103,21 @@ class OrderAdmin(ReadOnlyAdmin):
 
 @admin.register(Deal)
 class DealAdmin(ReadOnlyAdmin):
-    list_display = ("id", "account", "symbol", "side", "qty", "price", "fee", "kind", "order", "position", "strategy_id", "executed_at")
+    list_display = (
+        "id",
+        "account",
+        "symbol",
+        "side",
+        "qty",
+        "price",
+        "fee",
+        "fee_currency",
+        "kind",
+        "order",
+        "position",
+        "strategy_id",
+        "executed_at",
+    )
     list_filter = ("kind", "side", "account__kind", "executed_at")
     search_fields = ("=id", "symbol", "broker_trade_id", "strategy_id", "account__label", "account__owner__email")
     list_select_related = ("account",)
@@ -119,9 +133,12 @@ class PositionAdmin(ReadOnlyAdmin):
         "strategy_id",
         "side",
         "qty",
+        "max_qty",
         "avg_price",
+        "currency",
         "realized_pnl",
         "unrealized_pnl",
+        "fees",
         "last_price",
         "status",
         "opened_at",

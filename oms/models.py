@@ -5,6 +5,7 @@ Wire names are model names. Every write goes through ``oms.services``.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -14,6 +15,7 @@ from django.db.models import Q
 from brokers.models import BrokerAccount
 
 QTY: dict[str, Any] = {"max_digits": 28, "decimal_places": 10}
+PRICE_SCALE = Decimal("1e-10")  # the columns' scale: amounts are exact to it
 
 
 class Side(models.TextChoices):
@@ -163,13 +165,34 @@ class PositionStatus(models.TextChoices):
 
 
 class Position(models.Model):
+    """A projection of its deals at average cost. Amounts are in ``currency``
+    (the instrument's) at full precision (1e-10); they are rounded to the
+    currency's minor units only on the wire (``core.money``).
+
+    Average cost is kept as ``open_cost`` (Σ qty × price of the open quantity,
+    without the multiplier) and ``qty``; ``avg_price`` is its quotient, for
+    display. A close takes its share of the cost, and a full close all of it,
+    so realized P&L never drifts. History: ``max_qty``, ``opened_qty`` /
+    ``opened_value`` (every deal or part of a deal that opened or grew it),
+    ``closed_qty`` / ``closed_value`` (every part that reduced it)."""
+
     account = models.ForeignKey(BrokerAccount, on_delete=models.PROTECT, related_name="positions")
     symbol = models.CharField(max_length=64)
     strategy_id = models.CharField(max_length=64, blank=True, default="")
+    # The side it holds, or held last once closed (a flat position keeps its side).
     side = models.CharField(max_length=5, choices=PositionSide.choices)
     qty = models.DecimalField(**QTY, default=0)
     avg_price = models.DecimalField(**QTY, default=0)
     multiplier = models.DecimalField(max_digits=20, decimal_places=10, default=1)
+    currency = models.CharField(max_length=10, default="USD")
+    open_cost = models.DecimalField(**QTY, default=0)
+    max_qty = models.DecimalField(**QTY, default=0)
+    opened_qty = models.DecimalField(**QTY, default=0)
+    opened_value = models.DecimalField(**QTY, default=0)
+    closed_qty = models.DecimalField(**QTY, default=0)
+    closed_value = models.DecimalField(**QTY, default=0)
+    # Σ of its deals' fees in ``currency`` (see oms.services.positions.fee_in_currency).
+    fees = models.DecimalField(**QTY, default=0)
     realized_pnl = models.DecimalField(**QTY, default=0)
     unrealized_pnl = models.DecimalField(**QTY, default=0)
     last_price = models.DecimalField(**QTY, null=True, blank=True)
@@ -188,6 +211,20 @@ class Position(models.Model):
     def __str__(self) -> str:
         return f"#{self.pk} {self.side} {self.qty} {self.symbol} ({self.status})"
 
+    @property
+    def avg_open_price(self) -> Decimal | None:
+        """The average price of everything that opened or grew it."""
+        return _average(self.opened_value, self.opened_qty)
+
+    @property
+    def avg_close_price(self) -> Decimal | None:
+        """The average price of everything that reduced or closed it."""
+        return _average(self.closed_value, self.closed_qty)
+
+
+def _average(value: Decimal, qty: Decimal) -> Decimal | None:
+    return None if not qty else (Decimal(value) / Decimal(qty)).quantize(PRICE_SCALE)
+
 
 class Deal(models.Model):
     """A fill at the broker (``trade``) or an internal booking (``close_by``, ``reassign``)."""
@@ -201,6 +238,9 @@ class Deal(models.Model):
     qty = models.DecimalField(**QTY)
     price = models.DecimalField(**QTY)
     fee = models.DecimalField(**QTY, default=0)
+    # The fee's currency (an exchange may charge the base asset or its own
+    # coin); the instrument's currency unless the broker says otherwise.
+    fee_currency = models.CharField(max_length=10, default="USD")
     kind = models.CharField(max_length=10, choices=DealKind.choices, default=DealKind.TRADE)
     broker_trade_id = models.CharField(max_length=64, null=True, blank=True)
     # reassign: the deal this booking moves (reversal and repetition both point at it).

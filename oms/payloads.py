@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from core.decimals import decimal_str
+from core.money import money_quantize
 from oms.models import Deal, Order, Position
 
 _s = decimal_str
+
+
+def _money(value: Decimal, currency: str) -> str | None:
+    return _s(money_quantize(Decimal(value), currency))
 
 
 def _t(value: datetime | None) -> str | None:
@@ -42,6 +48,9 @@ def order_payload(order: Order) -> dict[str, Any]:
 
 
 def position_payload(position: Position) -> dict[str, Any]:
+    """Money (P&L, fees) in the position's currency, rounded to its minor
+    units; prices and quantities as stored."""
+    currency = position.currency
     return {
         "id": position.pk,
         "account_id": position.account_id,
@@ -51,13 +60,18 @@ def position_payload(position: Position) -> dict[str, Any]:
         "qty": _s(position.qty),
         "avg_price": _s(position.avg_price),
         "multiplier": _s(position.multiplier),
-        "realized_pnl": _s(position.realized_pnl),
-        "unrealized_pnl": _s(position.unrealized_pnl),
+        "realized_pnl": _money(position.realized_pnl, currency),
+        "unrealized_pnl": _money(position.unrealized_pnl, currency),
         "last_price": _s(position.last_price),
         "status": position.status,
         "opened_at": _t(position.opened_at),
         "closed_at": _t(position.closed_at),
         "updated_at": _t(position.updated_at),
+        "currency": currency,
+        "max_qty": _s(position.max_qty),
+        "avg_open_price": _s(position.avg_open_price),
+        "avg_close_price": _s(position.avg_close_price),
+        "fees": _money(position.fees, currency),
     }
 
 
@@ -73,6 +87,7 @@ def deal_payload(deal: Deal) -> dict[str, Any]:
         "qty": _s(deal.qty),
         "price": _s(deal.price),
         "fee": _s(deal.fee),
+        "fee_currency": deal.fee_currency,
         "kind": deal.kind,
         "broker_trade_id": deal.broker_trade_id,
         "executed_at": _t(deal.executed_at),

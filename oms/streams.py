@@ -71,6 +71,11 @@ _POSITION_SCHEMA = {
         "opened_at": {"type": "string", "format": "date-time"},
         "closed_at": {"type": ["string", "null"], "format": "date-time"},
         "updated_at": {"type": "string", "format": "date-time"},
+        "currency": {"type": "string", "description": "The instrument's: P&L, fees and prices are in it."},
+        "max_qty": _DECIMAL,
+        "avg_open_price": _DECIMAL,
+        "avg_close_price": _DECIMAL,
+        "fees": _DECIMAL,
     },
 }
 _FUNDS_SCHEMA = {

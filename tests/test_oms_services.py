@@ -348,14 +348,14 @@ def test_netting_average_cost_realized_pnl_with_a_multiplier_and_a_flip(account,
 
 
 def test_rebuild_agrees_when_the_average_cost_does_not_divide_evenly(account, venue):
-    # avg = 302/3 is rounded to 1e-10 on the row; the realized P&L follows the
-    # rounded average (3.9999999999), and a rebuild must replay it the same way.
+    # avg = 302/3 does not divide evenly: the cost is kept whole (302), so the
+    # full close realizes exactly 306 - 302 = 4, and a rebuild replays it.
     venue.mode = "fill"
     _fill_at(account, "buy", "1", "100")
     _fill_at(account, "buy", "2", "101")
     _fill_at(account, "sell", "3", "102")
     position = Position.objects.get()
-    assert (position.status, position.realized_pnl) == ("closed", D("3.9999999999"))
+    assert (position.status, position.realized_pnl) == ("closed", D(4))
     assert positions_rebuild(account=account) == []
 
 

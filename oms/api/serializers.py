@@ -93,6 +93,7 @@ class DealSerializer(PayloadSerializer):
     qty = _decimal()
     price = _decimal()
     fee = _decimal()
+    fee_currency = serializers.CharField(read_only=True)
     kind = serializers.ChoiceField(choices=DealKind.choices, read_only=True)
     broker_trade_id = serializers.CharField(read_only=True, allow_null=True)
     executed_at = serializers.DateTimeField(read_only=True)
@@ -109,13 +110,18 @@ class PositionSerializer(PayloadSerializer):
     qty = _decimal()
     avg_price = _decimal()
     multiplier = _decimal()
-    realized_pnl = _decimal()
-    unrealized_pnl = _decimal()
+    realized_pnl = _decimal(help_text="In currency, rounded to its minor units.")
+    unrealized_pnl = _decimal(help_text="In currency, rounded to its minor units.")
     last_price = _decimal(allow_null=True)
     status = serializers.ChoiceField(choices=PositionStatus.choices, read_only=True)
     opened_at = serializers.DateTimeField(read_only=True)
     closed_at = serializers.DateTimeField(read_only=True, allow_null=True)
     updated_at = serializers.DateTimeField(read_only=True)
+    currency = serializers.CharField(read_only=True, help_text="The instrument's: P&L, fees and prices are in it.")
+    max_qty = _decimal(help_text="The largest quantity it held.")
+    avg_open_price = _decimal(allow_null=True, help_text="Average price of what opened or grew it.")
+    avg_close_price = _decimal(allow_null=True, help_text="Average price of what reduced or closed it; null before any.")
+    fees = _decimal(help_text="Σ of its deals' fees in its currency (a fee in the pair's base asset at the deal price; others excluded).")
 
 
 class OrderEventSerializer(serializers.Serializer):

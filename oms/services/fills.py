@@ -44,7 +44,10 @@ def fill_apply(*, account_id: int, fill: Fill, source: str = Source.BROKER) -> D
                 position_id=order.position_id if order else None,
                 at=executed_at,
             )
-            position_apply_deal(position, side=fill.side, qty=fill.qty, price=fill.price, at=executed_at)
+            fee_currency = fill.fee_currency or position.currency
+            position_apply_deal(
+                position, side=fill.side, qty=fill.qty, price=fill.price, at=executed_at, fee=fill.fee, fee_currency=fee_currency
+            )
             deal = Deal.objects.create(
                 account=tx.account,
                 order=order,
@@ -55,6 +58,7 @@ def fill_apply(*, account_id: int, fill: Fill, source: str = Source.BROKER) -> D
                 qty=fill.qty,
                 price=fill.price,
                 fee=fill.fee,
+                fee_currency=fee_currency,
                 kind=DealKind.TRADE,
                 broker_trade_id=fill.broker_trade_id,
                 executed_at=executed_at,

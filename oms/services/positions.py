@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from django.utils import timezone
 
@@ -13,50 +14,117 @@ from brokers.models import BrokerAccount, PositionMode
 from marketdata.models import Instrument
 from marketdata.quotes import quote_get
 from oms.errors import Conflict, InvalidInput, NotFound
-from oms.models import OPEN_STATUSES, Deal, DealKind, Order, Position, PositionSide, PositionStatus, Side
+from oms.models import OPEN_STATUSES, PRICE_SCALE, Deal, DealKind, Order, Position, PositionSide, PositionStatus, Side
 from oms.services.tx import AccountTx
 
 ZERO = Decimal(0)
+SCALE = PRICE_SCALE
+
+
+def _q(value: Decimal) -> Decimal:
+    # Every amount is kept on the columns' 1e-10 grid, in memory as on the
+    # row, so a rebuild replays exactly what was stored; sums on the grid
+    # are exact, so nothing drifts (money is rounded only on the wire).
+    return value.quantize(SCALE)
+
+
+def instrument_terms(symbol: str) -> tuple[Decimal, str]:
+    """The instrument's multiplier and currency (1 and USD when unknown)."""
+    row = Instrument.objects.filter(symbol=symbol).values_list("multiplier", "currency").first()
+    return (row[0], row[1]) if row is not None else (Decimal(1), "USD")
 
 
 def multiplier_of(symbol: str) -> Decimal:
-    value = Instrument.objects.filter(symbol=symbol).values_list("multiplier", flat=True).first()
-    return value if value is not None else Decimal(1)
+    return instrument_terms(symbol)[0]
+
+
+def _base_asset(symbol: str) -> str | None:
+    """``BTC`` of ``BTC/USDT`` or ``BINANCE:BTC/USDT``; None for a non-pair."""
+    code = symbol.rpartition(":")[2]
+    return code.partition("/")[0] if "/" in code else None
+
+
+def fee_in_currency(*, fee: Decimal, fee_currency: str, currency: str, symbol: str, price: Decimal) -> Decimal:
+    """A deal's fee in its position's currency, for the position's ``fees``.
+
+    A fee in the instrument's currency counts as it is; one in the pair's base
+    asset (0.001 BTC on BTC/USDT) at the deal's price, exact and known at the
+    deal. A fee in any other currency (an exchange's own coin) is not in the
+    position's ``fees``: no rate at the deal is recorded for it; the deal keeps
+    it with its ``fee_currency`` and the cash ledger books it in that currency."""
+    if not fee:
+        return ZERO
+    if not fee_currency or fee_currency == currency:
+        return fee
+    if fee_currency == _base_asset(symbol):
+        return _q(fee * price)
+    return ZERO
 
 
 @dataclass
 class Book:
-    """Signed quantity arithmetic of one position (no Django)."""
+    """The arithmetic of one position (no Django): average cost kept as the
+    open quantity's total cost, so a full close realizes exactly proceeds −
+    cost. Quantities are signed: long > 0."""
 
-    qty: Decimal  # signed: long > 0
-    avg_price: Decimal
+    qty: Decimal
+    cost: Decimal  # Σ qty × price of the open quantity (≥ 0, without the multiplier)
     realized: Decimal
     multiplier: Decimal
+    max_qty: Decimal = ZERO
+    opened_qty: Decimal = ZERO
+    opened_value: Decimal = ZERO
+    closed_qty: Decimal = ZERO
+    closed_value: Decimal = ZERO
+    fees: Decimal = ZERO
 
-    def apply(self, side: str, qty: Decimal, price: Decimal) -> None:
+    @property
+    def avg_price(self) -> Decimal:
+        return _q(self.cost / abs(self.qty)) if self.qty else ZERO
+
+    def apply(self, side: str, qty: Decimal, price: Decimal, fee: Decimal = ZERO) -> Decimal:
+        """Book one deal; returns the P&L it realized (0 unless it reduced)."""
         signed = qty if side == Side.BUY else -qty
-        if self.qty == 0 or (self.qty > 0) == (signed > 0):
-            total = abs(self.qty) + qty
-            self.avg_price = (self.avg_price * abs(self.qty) + price * qty) / total
-            self.qty += signed
-            return
-        closing = min(qty, abs(self.qty))
-        direction = Decimal(1) if self.qty > 0 else Decimal(-1)
-        self.realized += (price - self.avg_price) * closing * self.multiplier * direction
+        self.fees += fee
+        realized = ZERO
+        opening = qty
+        if self.qty != 0 and (self.qty > 0) != (signed > 0):
+            held = abs(self.qty)
+            closing = min(qty, held)
+            # The share of the cost the close takes: all of it on a full close.
+            share = self.cost if closing == held else _q(self.cost * closing / held)
+            direction = 1 if self.qty > 0 else -1
+            realized = _q((_q(closing * price) - share) * self.multiplier * direction)
+            self.realized += realized
+            self.cost -= share
+            self.closed_qty += closing
+            self.closed_value += _q(closing * price)
+            opening = qty - closing  # > 0: the deal flips the position
+        if opening:
+            value = _q(opening * price)
+            self.cost += value
+            self.opened_qty += opening
+            self.opened_value += value
         self.qty += signed
         if self.qty == 0:
-            self.avg_price = ZERO
-        elif (self.qty > 0) != (direction > 0):
-            self.avg_price = price  # flipped: the rest opened at this price
+            self.cost = ZERO
+        self.max_qty = max(self.max_qty, abs(self.qty))
+        return realized
 
 
 def _book_of(position: Position) -> Book:
     signed = position.qty if position.side == PositionSide.LONG else -position.qty
     return Book(
         qty=Decimal(signed),
-        avg_price=Decimal(position.avg_price),
+        cost=Decimal(position.open_cost),
         realized=Decimal(position.realized_pnl),
         multiplier=Decimal(position.multiplier),
+        max_qty=Decimal(position.max_qty),
+        opened_qty=Decimal(position.opened_qty),
+        opened_value=Decimal(position.opened_value),
+        closed_qty=Decimal(position.closed_qty),
+        closed_value=Decimal(position.closed_value),
+        fees=Decimal(position.fees),
     )
 
 
@@ -64,8 +132,15 @@ def _store_book(position: Position, book: Book, at: datetime) -> None:
     position.qty = abs(book.qty)
     if book.qty != 0:
         position.side = PositionSide.LONG if book.qty > 0 else PositionSide.SHORT
-    position.avg_price = book.avg_price.quantize(Decimal("1e-10"))
-    position.realized_pnl = book.realized.quantize(Decimal("1e-10"))
+    position.open_cost = book.cost
+    position.avg_price = book.avg_price
+    position.realized_pnl = book.realized
+    position.max_qty = book.max_qty
+    position.opened_qty = book.opened_qty
+    position.opened_value = book.opened_value
+    position.closed_qty = book.closed_qty
+    position.closed_value = book.closed_value
+    position.fees = book.fees
     if position.qty == 0:
         position.status = PositionStatus.CLOSED
         position.closed_at = at
@@ -80,11 +155,12 @@ def mark_position(position: Position, last: Decimal | None) -> None:
         position.unrealized_pnl = ZERO
         return
     direction = 1 if position.side == PositionSide.LONG else -1
-    position.unrealized_pnl = ((last - position.avg_price) * position.qty * position.multiplier * direction).quantize(Decimal("1e-10"))
+    position.unrealized_pnl = _q((_q(last * position.qty) - position.open_cost) * position.multiplier * direction)
 
 
 def _new_position(account: BrokerAccount, symbol: str, strategy_id: str, side: str, at: datetime) -> Position:
     quote = quote_get(symbol)
+    multiplier, currency = instrument_terms(symbol)
     return Position(
         account=account,
         symbol=symbol,
@@ -94,7 +170,8 @@ def _new_position(account: BrokerAccount, symbol: str, strategy_id: str, side: s
         avg_price=ZERO,
         realized_pnl=ZERO,
         unrealized_pnl=ZERO,
-        multiplier=multiplier_of(symbol),
+        multiplier=multiplier,
+        currency=currency,
         last_price=quote.last if quote else None,
         opened_at=at,
     )
@@ -116,13 +193,17 @@ def position_for_deal(
     return position or _new_position(account, symbol, strategy_id, side, at)
 
 
-def position_apply_deal(position: Position, *, side: str, qty: Decimal, price: Decimal, at: datetime) -> Position:
-    """Apply one deal to its position (caller holds the account lock and saves the deal)."""
+def position_apply_deal(
+    position: Position, *, side: str, qty: Decimal, price: Decimal, at: datetime, fee: Decimal = ZERO, fee_currency: str = ""
+) -> Decimal:
+    """Apply one deal to its position (caller holds the account lock and saves
+    the deal); returns the P&L the deal realized, in the position's currency."""
     book = _book_of(position)
-    book.apply(side, qty, price)
+    fee_here = fee_in_currency(fee=fee, fee_currency=fee_currency, currency=position.currency, symbol=position.symbol, price=price)
+    realized = book.apply(side, qty, price, fee_here)
     _store_book(position, book, at)
     position.save()
-    return position
+    return realized
 
 
 def book_internal_deal(
@@ -148,6 +229,7 @@ def book_internal_deal(
         price=price,
         kind=kind,
         origin=origin,
+        fee_currency=position.currency,
         executed_at=at,
     )
     tx.position_changed(position)
@@ -202,7 +284,13 @@ def deals_reassign(
 ) -> list[Deal]:
     """Move deals to another strategy/position: for each deal an internal
     ``reassign`` deal reversing it on its old position and one repeating it on
-    the target, at its price. The original deals stay untouched."""
+    the target, at its price. The original deals stay untouched.
+
+    All reversals are booked first, then all repetitions, each position's in
+    an order that never flips it on the way (a long position whose deals all
+    move away closes as long, never via a short), and every booking goes to
+    an open position read fresh: a netting account keeps one open position
+    per (symbol, strategy) whatever the target held before."""
     if not deal_ids:
         raise InvalidInput("deal_ids is empty.", fields={"deal_ids": ["At least one deal."]})
     with AccountTx(account.pk) as tx:
@@ -216,51 +304,126 @@ def deals_reassign(
                 raise NotFound("No such position.")
             if target.status != PositionStatus.OPEN:
                 raise Conflict("The target position is closed.", code="position_closed")
-        at = timezone.now()
-        booked = []
+        strategy = target.strategy_id if target is not None else target_strategy_id
+        netting = tx.account.position_mode == PositionMode.NETTING
+        olds = {p.pk: p for p in Position.objects.filter(pk__in={d.position_id for d in deals if d.position_id is not None})}
         for deal in deals:
             if target is not None and target.symbol != deal.symbol:
                 raise InvalidInput("The target position holds another symbol.", fields={"target_position_id": ["Another symbol."]})
             if deal.position_id is None:
                 raise InvalidInput(f"Deal {deal.pk} has no position.", fields={"deal_ids": ["Not on a position."]})
-            old = Position.objects.get(pk=deal.position_id)
+            old = olds[deal.position_id]
             if old.status != PositionStatus.OPEN:
                 raise Conflict(f"Deal {deal.pk}'s position is closed.", code="position_closed")
-            if target is not None and old.pk == target.pk:
+            if (target is not None and old.pk == target.pk) or (netting and target is None and old.strategy_id == strategy):
                 raise InvalidInput(f"Deal {deal.pk} is on the target position already.", fields={"target_position_id": ["Same position."]})
-            reverse_side = Side.SELL if deal.side == Side.BUY else Side.BUY
-            booked.append(
-                book_internal_deal(
-                    tx,
-                    position=old,
-                    side=reverse_side,
-                    qty=deal.qty,
-                    price=deal.price,
-                    kind=DealKind.REASSIGN,
-                    strategy_id=old.strategy_id,
-                    at=at,
-                    origin=deal,
-                )
-            )
-            destination = target or position_for_deal(
-                tx.account, symbol=deal.symbol, strategy_id=target_strategy_id, side=deal.side, position_id=None, at=at
-            )
-            strategy = destination.strategy_id if target is not None else target_strategy_id
-            booked.append(
-                book_internal_deal(
-                    tx,
-                    position=destination,
-                    side=deal.side,
-                    qty=deal.qty,
-                    price=deal.price,
-                    kind=DealKind.REASSIGN,
-                    strategy_id=strategy,
-                    at=at,
-                    origin=deal,
-                )
-            )
+        at = timezone.now()
+        booked: list[Deal] = []
+        by_old: dict[int, list[Deal]] = {}
+        for deal in deals:
+            by_old.setdefault(deal.position_id, []).append(deal)  # type: ignore[arg-type]
+        for pk, moved in by_old.items():
+            old = olds[pk]
+            reversals = [(_opposite(d.side), d) for d in moved]
+            for side, deal in _without_flips(_signed_qty(old), reversals):
+                source = position_for_deal(tx.account, symbol=old.symbol, strategy_id=old.strategy_id, side=side, position_id=pk, at=at)
+                booked.append(_book_reassign(tx, source, side, deal, at))
+        by_symbol: dict[str, list[Deal]] = {}
+        for deal in deals:
+            by_symbol.setdefault(deal.symbol, []).append(deal)
+        for symbol, moved in by_symbol.items():
+            wanted = target.pk if target is not None else None
+            destination = _destination(tx.account, wanted, symbol=symbol, strategy_id=strategy, side=moved[0].side, at=at)
+            start = _signed_qty(destination) if destination.pk is not None else ZERO
+            for side, deal in _without_flips(start, [(d.side, d) for d in moved]):
+                # Hedging without a target: the moved deals of one symbol make one new position.
+                destination = _destination(tx.account, destination.pk or wanted, symbol=symbol, strategy_id=strategy, side=side, at=at)
+                booked.append(_book_reassign(tx, destination, side, deal, at))
         tx.funds_changed()
     return booked
+
+
+def _opposite(side: str) -> str:
+    return Side.SELL if side == Side.BUY else Side.BUY
+
+
+def _signed_qty(position: Position) -> Decimal:
+    return position.qty if position.side == PositionSide.LONG else -position.qty
+
+
+def _without_flips(start: Decimal, bookings: list[tuple[str, Deal]]) -> list[tuple[str, Deal]]:
+    """``bookings`` ordered so a position at ``start`` reaches its final
+    quantity without crossing zero on the way (it crosses once only when the
+    final side differs): first those in the final direction (the start's when
+    the end is flat), then the rest, each group in time order."""
+    end = start + sum((q.qty if s == Side.BUY else -q.qty for s, q in bookings), ZERO)
+    direction = end if end else start
+    first = [b for b in bookings if (b[0] == Side.BUY) == (direction > 0)]
+    return first + [b for b in bookings if b not in first] if direction else bookings
+
+
+def _destination(account: BrokerAccount, position_id: int | None, *, symbol: str, strategy_id: str, side: str, at: datetime) -> Position:
+    """The open position a repetition goes to, read fresh: netting, the one of
+    (symbol, strategy); hedging, ``position_id`` while open, else a new one."""
+    return position_for_deal(account, symbol=symbol, strategy_id=strategy_id, side=side, position_id=position_id, at=at)
+
+
+def _book_reassign(tx: AccountTx, position: Position, side: str, deal: Deal, at: datetime) -> Deal:
+    return book_internal_deal(
+        tx,
+        position=position,
+        side=side,
+        qty=deal.qty,
+        price=deal.price,
+        kind=DealKind.REASSIGN,
+        strategy_id=position.strategy_id,
+        at=at,
+        origin=deal,
+    )
+
+
+def _expected(book: Book) -> dict[str, Any]:
+    return {
+        "qty": abs(book.qty),
+        "signed_qty": book.qty,
+        "avg_price": book.avg_price,
+        "open_cost": book.cost,
+        "realized_pnl": book.realized,
+        "max_qty": book.max_qty,
+        "opened_qty": book.opened_qty,
+        "opened_value": book.opened_value,
+        "closed_qty": book.closed_qty,
+        "closed_value": book.closed_value,
+        "fees": book.fees,
+        "status": PositionStatus.OPEN if book.qty else PositionStatus.CLOSED,
+    }
+
+
+def _stored(position: Position) -> dict[str, Any]:
+    return {
+        "qty": position.qty,
+        "signed_qty": position.qty if position.side == PositionSide.LONG else -position.qty,
+        "avg_price": position.avg_price,
+        "open_cost": position.open_cost,
+        "realized_pnl": position.realized_pnl,
+        "max_qty": position.max_qty,
+        "opened_qty": position.opened_qty,
+        "opened_value": position.opened_value,
+        "closed_qty": position.closed_qty,
+        "closed_value": position.closed_value,
+        "fees": position.fees,
+        "status": position.status,
+    }
+
+
+def position_replay(position: Position) -> Book:
+    """The position's book recomputed from its deals, in booking (id) order —
+    not executed_at (a late fill from reconciliation, broker clocks vs ours)."""
+    book = Book(qty=ZERO, cost=ZERO, realized=ZERO, multiplier=position.multiplier)
+    for side, qty, price, fee, fee_currency in position.deals.order_by("id").values_list("side", "qty", "price", "fee", "fee_currency"):
+        fee_here = fee_in_currency(fee=fee, fee_currency=fee_currency, currency=position.currency, symbol=position.symbol, price=price)
+        book.apply(side, qty, price, fee_here)
+    return book
 
 
 def positions_rebuild(*, account: BrokerAccount, save: bool = False) -> list[dict]:
@@ -268,31 +431,8 @@ def positions_rebuild(*, account: BrokerAccount, save: bool = False) -> list[dic
     differences from the stored rows (empty when they agree)."""
     differences = []
     for position in Position.objects.filter(account=account).order_by("id"):
-        book = Book(qty=ZERO, avg_price=ZERO, realized=ZERO, multiplier=position.multiplier)
-        # Replay exactly as the deals were applied: in booking (id) order, not
-        # executed_at (a late fill from reconciliation, broker clocks vs ours),
-        # and rounded after each deal as the stored row is, or average cost and
-        # realized P&L drift in the last digits and every rebuild "differs".
-        for side, qty, price in position.deals.order_by("id").values_list("side", "qty", "price"):
-            book.apply(side, qty, price)
-            book.avg_price = book.avg_price.quantize(Decimal("1e-10"))
-            book.realized = book.realized.quantize(Decimal("1e-10"))
-        expected_qty = abs(book.qty)
-        stored_signed = position.qty if position.side == PositionSide.LONG else -position.qty
-        expected = {
-            "qty": expected_qty,
-            "signed_qty": book.qty,
-            "avg_price": book.avg_price.quantize(Decimal("1e-10")),
-            "realized_pnl": book.realized.quantize(Decimal("1e-10")),
-            "status": PositionStatus.OPEN if expected_qty else PositionStatus.CLOSED,
-        }
-        stored = {
-            "qty": position.qty,
-            "signed_qty": stored_signed,
-            "avg_price": position.avg_price,
-            "realized_pnl": position.realized_pnl,
-            "status": position.status,
-        }
+        book = position_replay(position)
+        expected, stored = _expected(book), _stored(position)
         if expected != stored:
             differences.append({"position_id": position.pk, "stored": stored, "expected": expected})
             if save:
