@@ -65,6 +65,12 @@ class Session:
         ends = [datetime.combine(day, time(0), tz) + timedelta(minutes=rng.end) for rng in self.ranges if day.isoweekday() in rng.days]
         return max(ends).astimezone(UTC) if ends else None
 
+    def day_ranges(self, day: date, tz: ZoneInfo) -> tuple[tuple[int, int], ...]:
+        """The trading ranges of session day ``day`` as unix seconds [open, close),
+        in time order; empty when it does not trade. A session that never
+        closes trades the whole local day."""
+        return _day_ranges(self, day, tz)
+
 
 _ALL_DAYS = frozenset(range(1, 8))
 _WEEKDAYS = frozenset(range(1, 6))
@@ -121,8 +127,164 @@ def period_start(ts: int, resolution: str, tz_name: str, session: str = "24x7") 
     day = parse_session(session).session_day(local)
     if day is None:
         return None
+    return period_start_of_day(day, resolution, tz_name)
+
+
+def period_first_day(day: date, resolution: str) -> date:
+    """The first calendar day of the 1D/1W/1M period holding ``day``."""
     if resolution == "1W":
-        day = day - timedelta(days=day.weekday())
-    elif resolution == "1M":
-        day = day.replace(day=1)
+        return day - timedelta(days=day.weekday())
+    if resolution == "1M":
+        return day.replace(day=1)
+    return day
+
+
+def period_start_of_day(day: date, resolution: str, tz_name: str) -> int:
+    """Start (unix seconds, local midnight) of the 1D/1W/1M period holding session day ``day``."""
+    return int(datetime.combine(period_first_day(day, resolution), time(0), zone(tz_name)).timestamp())
+
+
+# --- trading days -------------------------------------------------------------------------
+#
+# One rule for "the day" everywhere: a trading day is a session day in the
+# instrument's timezone, made of the session's ranges (a 24x7 instrument's day
+# is its local calendar day). The 1D bar, the quote's day fields (open, high,
+# low, previous close, change), intraday bar alignment, day-order expiry and
+# contract expiry all follow it.
+
+
+def _local_midnight(day: date, tz: ZoneInfo) -> int:
     return int(datetime.combine(day, time(0), tz).timestamp())
+
+
+@lru_cache(maxsize=4096)
+def _day_ranges(session: Session, day: date, tz: ZoneInfo) -> tuple[tuple[int, int], ...]:
+    if session.always_open:
+        return ((_local_midnight(day, tz), _local_midnight(day + timedelta(days=1), tz)),)
+    ranges = []
+    for rng in session.ranges:
+        if day.isoweekday() not in rng.days:
+            continue
+        # Wall-clock arithmetic from local midnight, so 09:30 stays 09:30 on a DST day.
+        midnight = datetime.combine(day, time(0), tz)
+        start = midnight + timedelta(minutes=rng.start - (1440 if rng.overnight else 0))
+        end = midnight + timedelta(minutes=rng.end)
+        ranges.append((int(start.timestamp()), int(end.timestamp())))
+    return tuple(sorted(ranges))
+
+
+@dataclass(frozen=True)
+class TradingDay:
+    day: date  # the session day, in the instrument's timezone
+    ranges: tuple[tuple[int, int], ...]  # unix seconds [open, close) of each session range, in order
+
+    @property
+    def open(self) -> int:
+        return self.ranges[0][0]
+
+    @property
+    def close(self) -> int:
+        return self.ranges[-1][1]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of time: a session range of ``day``, or (``day`` None) a
+    closed stretch that ends at the next open."""
+
+    start: int
+    end: int
+    day: date | None
+
+
+_LOOKAHEAD_DAYS = 15  # the longest closed stretch searched for (weekends, sparse sessions)
+
+
+def segment_at(ts: int, tz_name: str, session: str = "24x7") -> Segment:
+    """The session range holding ``ts``, or the closed stretch from ``ts`` up to
+    the next open (to ``ts`` + 1 day when none comes within two weeks)."""
+    tz = zone(tz_name)
+    parsed = parse_session(session)
+    local_day = datetime.fromtimestamp(ts, tz).date()
+    next_open: int | None = None
+    # A moment of local date L trades for session day L or, in an overnight
+    # range, L + 1; later days only matter for the next open.
+    for offset in range(_LOOKAHEAD_DAYS):
+        day = local_day + timedelta(days=offset)
+        for start, end in _day_ranges(parsed, day, tz):
+            if start <= ts < end:
+                return Segment(start, end, day)
+            if start > ts and (next_open is None or start < next_open):
+                next_open = start
+        if next_open is not None and offset >= 1:
+            break
+    return Segment(ts, next_open if next_open is not None else ts + 86_400, None)
+
+
+def trading_day(day: date, tz_name: str, session: str = "24x7") -> TradingDay | None:
+    """Session day ``day`` with its ranges, or None when it does not trade."""
+    ranges = _day_ranges(parse_session(session), day, zone(tz_name))
+    return TradingDay(day, ranges) if ranges else None
+
+
+def trading_day_at(ts: int, tz_name: str, session: str = "24x7") -> TradingDay | None:
+    """The trading day in progress at ``ts``: the latest one that opened at or
+    before ``ts`` (after its close, until the next open, the day just ended).
+    None only when no session opened in the two weeks before ``ts``."""
+    tz = zone(tz_name)
+    parsed = parse_session(session)
+    local_day = datetime.fromtimestamp(ts, tz).date()
+    for offset in range(1, -_LOOKAHEAD_DAYS, -1):
+        day = local_day + timedelta(days=offset)
+        ranges = _day_ranges(parsed, day, tz)
+        if ranges and ranges[0][0] <= ts:
+            return TradingDay(day, ranges)
+    return None
+
+
+def previous_trading_day(day: date, tz_name: str, session: str = "24x7") -> TradingDay | None:
+    """The last trading day before session day ``day``."""
+    for offset in range(1, _LOOKAHEAD_DAYS):
+        found = trading_day(day - timedelta(days=offset), tz_name, session)
+        if found is not None:
+            return found
+    return None
+
+
+def session_close(day: date, tz_name: str, session: str = "24x7") -> int | None:
+    """When session day ``day`` closes (unix seconds): the end of its last
+    range; the next local midnight for a session that never closes. None when
+    the session does not trade that day."""
+    found = trading_day(day, tz_name, session)
+    return None if found is None else found.close
+
+
+def next_session_close(now: float, tz_name: str, session: str = "24x7") -> int | None:
+    """The first session close after ``now`` (a moment outside the session
+    belongs to the next one); None when none comes within two weeks."""
+    tz = zone(tz_name)
+    parsed = parse_session(session)
+    local_day = datetime.fromtimestamp(now, tz).date()
+    # From yesterday: an overnight range that opened yesterday may close today.
+    for offset in range(-1, _LOOKAHEAD_DAYS):
+        ranges = _day_ranges(parsed, local_day + timedelta(days=offset), tz)
+        if ranges and ranges[-1][1] > now:
+            return ranges[-1][1]
+    return None
+
+
+def contract_expiry(expiry: date, tz_name: str, session: str = "24x7") -> int:
+    """The moment a contract expires: its session's close on the expiry date, in
+    its timezone. When the session does not trade that day, the close of the
+    last trading day before it (the contract cannot trade past it)."""
+    close = session_close(expiry, tz_name, session)
+    if close is not None:
+        return close
+    earlier = previous_trading_day(expiry, tz_name, session)
+    # A session that trades on no day near the expiry: the end of the expiry date.
+    return earlier.close if earlier is not None else _local_midnight(expiry + timedelta(days=1), zone(tz_name))
+
+
+def contract_expired(expiry: date | None, tz_name: str, session: str, now: float) -> bool:
+    """True once a contract with ``expiry`` (None: never expires) has expired."""
+    return expiry is not None and now >= contract_expiry(expiry, tz_name, session)
