@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import numpy as np
@@ -18,7 +18,7 @@ import numpy as np
 from marketdata.feeds.base import FeedBatch
 from marketdata.feeds.derivatives import RATE, YEAR, option_prices
 from marketdata.feeds.simulator import SECONDS_PER_DAY, SimSpec, Simulator
-from marketdata.sessions import parse_session, zone
+from marketdata.sessions import TradingDay, parse_session, previous_trading_day, segment_at, trading_day_at, zone
 from marketdata.types import Quote, Tick
 
 MAX_CATCH_UP_SECONDS = 300  # a longer gap is filled by the history backfill
@@ -35,10 +35,27 @@ class SimInstrument:
     volatility: float = 0.3
     volume_per_second: float = 5.0
     underlying: str | None = None
-    expiry_ts: float | None = None
+    expiry_ts: float | None = None  # marketdata.sessions.contract_expiry: the session close on the expiry date
     strike: float | None = None
     call: bool = True
     open_interest: float | None = None
+
+
+# Seconds already evaluated: (unix seconds, price ticks, volumes), contiguous.
+_Known = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+@dataclass
+class _DayStats:
+    """A trading day's running statistics, in ticks."""
+
+    day: date | None
+    upto: int  # the last second folded in
+    open: int
+    high: int
+    low: int
+    prev_close: int
+    volume: int = 0
 
 
 def _symbol_factor(symbol: str) -> int:
@@ -68,7 +85,8 @@ class SimulatedFeed:
         self.last_second: dict[str, int] = {}
         self.last_tick_time: float | None = None
         self._open_memo: dict[tuple[str, int], bool] = {}
-        self.day_stats: dict[str, list[int]] = {}
+        self.day_stats: dict[str, _DayStats] = {}
+        self._days: dict[str, tuple[TradingDay, int, int]] = {}  # symbol: (day, valid from, valid until)
 
     def symbols(self) -> list[str]:
         return sorted(self.instruments)
@@ -98,6 +116,8 @@ class SimulatedFeed:
         return ticks, (volume * _symbol_factor(inst.symbol)) // 3
 
     def _is_open(self, inst: SimInstrument, ts: int) -> bool:
+        if inst.expiry_ts is not None and ts >= inst.expiry_ts:
+            return False  # an expired contract trades no more
         session = parse_session(inst.session)
         if session.always_open:
             return True
@@ -157,7 +177,7 @@ class SimulatedFeed:
                 stop = min(now_second + 1, t - t % SECONDS_PER_DAY + SECONDS_PER_DAY)
                 seconds = np.arange(t, stop, dtype=np.int64)
                 prices, volumes = self._prices_ticks(inst, seconds)
-                self._update_day(inst, seconds, prices, volumes)
+                self._day_stats(inst, int(seconds[-1]), (seconds, prices, volumes))
                 for second, price_ticks, size in zip(seconds.tolist(), prices.tolist(), volumes.tolist(), strict=True):
                     if self._is_open(inst, second):
                         batch.ticks.append(
@@ -170,44 +190,74 @@ class SimulatedFeed:
             self.last_tick_time = now
         return batch
 
-    def _update_day(self, inst: SimInstrument, seconds: np.ndarray, prices: np.ndarray, volumes: np.ndarray) -> None:
-        """Running day statistics (UTC day) for the quote, kept incrementally."""
-        day_start = int(seconds[0]) - int(seconds[0]) % SECONDS_PER_DAY
+    # --- the trading day ------------------------------------------------------------------
+
+    def _day_of(self, inst: SimInstrument, ts: int) -> TradingDay | None:
+        """The trading day in progress at ``ts`` (the one just closed until the next open)."""
+        cached = self._days.get(inst.symbol)
+        if cached is not None and cached[1] <= ts < cached[2]:
+            return cached[0]
+        day = trading_day_at(ts, inst.timezone, inst.session)
+        if day is None:
+            return None
+        after = segment_at(day.close, inst.timezone, inst.session)
+        self._days[inst.symbol] = (day, day.open, after.end if after.day is None else after.start)
+        return day
+
+    def _prices_between(self, inst: SimInstrument, lo: int, hi: int, known: _Known | None) -> tuple[np.ndarray, np.ndarray]:
+        """Price ticks and volumes of the seconds [lo, hi), taken from ``known``
+        (seconds already evaluated) when it holds them."""
+        if known is not None:
+            first = int(known[0][0])
+            if first <= lo and hi <= first + len(known[0]):
+                return known[1][lo - first : hi - first], known[2][lo - first : hi - first]
+        prices, volumes = [], []
+        t = lo
+        while t < hi:  # _prices_ticks reads one simulator day at a time
+            stop = min(hi, t - t % SECONDS_PER_DAY + SECONDS_PER_DAY)
+            p, v = self._prices_ticks(inst, np.arange(t, stop, dtype=np.int64))
+            prices.append(p)
+            volumes.append(v)
+            t = stop
+        return np.concatenate(prices), np.concatenate(volumes)
+
+    def _day_stats(self, inst: SimInstrument, ts: int, known: _Known | None = None) -> _DayStats | None:
+        """The quote's day fields at ``ts``: the trading day's in-session seconds
+        up to ``ts`` — exactly the seconds its 1D bar is built from — and the
+        previous trading day's last in-session price. Kept incrementally."""
+        day = self._day_of(inst, ts)
+        if day is None:
+            return None
         stats = self.day_stats.get(inst.symbol)
-        if stats is None or stats[0] != day_start:
-            # First sight of this day: the seconds before ``seconds`` count too.
-            earlier = np.arange(day_start, int(seconds[0]), dtype=np.int64)
-            if earlier.size:
-                before_prices, before_volumes = self._prices_ticks(inst, earlier)
-                prices = np.concatenate([before_prices, prices])
-                volumes = np.concatenate([before_volumes, volumes])
-            prev_close, _ = self._prices_ticks(inst, np.array([day_start - 1], dtype=np.int64))
-            self.day_stats[inst.symbol] = [
-                day_start,
-                int(prices[0]),
-                int(prices.max()),
-                int(prices.min()),
-                int(volumes.sum()),
-                int(prev_close[0]),
-            ]
-            return
-        stats[2] = max(stats[2], int(prices.max()))
-        stats[3] = min(stats[3], int(prices.min()))
-        stats[4] += int(volumes.sum())
+        if stats is None or stats.day != day.day or ts < stats.upto:
+            (first,), _ = self._prices_between(inst, day.open, day.open + 1, known)
+            previous = previous_trading_day(day.day, inst.timezone, inst.session)
+            prev_close = first
+            if previous is not None:
+                (prev_close,), _ = self._prices_between(inst, previous.close - 1, previous.close, known)
+            stats = _DayStats(day=day.day, upto=day.open - 1, open=int(first), high=int(first), low=int(first), prev_close=int(prev_close))
+            self.day_stats[inst.symbol] = stats
+        if ts > stats.upto:
+            for start, end in day.ranges:
+                lo, hi = max(start, stats.upto + 1), min(end, ts + 1)
+                if lo < hi:
+                    prices, volumes = self._prices_between(inst, lo, hi, known)
+                    stats.high = max(stats.high, int(prices.max()))
+                    stats.low = min(stats.low, int(prices.min()))
+                    stats.volume += int(volumes.sum())
+            stats.upto = ts
+        return stats
 
     def quote(self, symbol: str, ts: int) -> Quote:
         inst = self.instruments[symbol]
         tick = inst.tick_size
-        prices, _ = self._prices_ticks(inst, np.array([ts], dtype=np.int64))
+        seconds = np.array([ts], dtype=np.int64)
+        prices, volumes = self._prices_ticks(inst, seconds)
         last = int(prices[0])
-        stats = self.day_stats.get(symbol)
-        if stats is None or stats[0] != ts - ts % SECONDS_PER_DAY:
-            self._update_day(inst, np.array([ts], dtype=np.int64), prices, np.zeros(1, dtype=np.int64))
-            stats = self.day_stats[symbol]
-        else:
-            # A quote for a second not polled yet: its price belongs to the day's range.
-            stats[2], stats[3] = max(stats[2], last), min(stats[3], last)
-        _, day_open, day_high, day_low, day_volume, prev_close = stats
+        stats = self._day_stats(inst, ts, (seconds, prices, volumes))
+        if stats is None:  # no session opened in the last two weeks
+            stats = _DayStats(day=None, upto=ts, open=last, high=last, low=last, prev_close=last)
+        day_open, day_high, day_low, day_volume, prev_close = stats.open, stats.high, stats.low, stats.volume, stats.prev_close
         day, second = self.sim.locate(ts)
         path = self.sim.day_path(self._base_spec(inst), day)
         spread = 1 if inst.underlying is None else max(1, last // 500)
