@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 from operator import itemgetter
 from typing import Any
 
-from marketdata.sessions import period_start
+from marketdata.sessions import parse_session, period_first_day, period_start_of_day, segment_at, trading_day
 from marketdata.types import CALENDAR_RESOLUTIONS, INTRADAY_RESOLUTIONS, Bar, Tick
 
 Columns = tuple[list[int], list[Any], list[Any], list[Any], list[Any], list[Any]]
@@ -32,22 +33,63 @@ def resolution_seconds(resolution: str) -> int:
 
 def bucket_function(resolution: str, tz_name: str = "UTC", session: str = "24x7") -> Callable[[int], int | None]:
     """Maps a bar start to the start of the ``resolution`` bar holding it
-    (None: outside the session, dropped from calendar bars)."""
+    (None: outside the session, in no bar above 1 minute).
+
+    Days, weeks and months are session days in the instrument's timezone,
+    starting at local midnight. Intraday bars count from the open of the
+    session range holding them (NSE 60-minute bars start 09:15, 10:15...);
+    an instrument trading 24x7 keeps bars at multiples of their length in UTC.
+    """
     if resolution in INTRADAY_RESOLUTIONS:
         size = INTRADAY_RESOLUTIONS[resolution] * 60
-        return lambda t: t - t % size
-    if resolution not in CALENDAR_RESOLUTIONS:
+        if parse_session(session).always_open:
+            return lambda t: t - t % size
+    elif resolution not in CALENDAR_RESOLUTIONS:
         raise ValueError(f"unsupported resolution {resolution!r}")
-    memo: dict[int, int | None] = {}
+    else:
+        size = 0
+    # Bars come in time order: keep the session range (or closed stretch) of the
+    # last one, so a lookup in the timezone happens once per range, not per bar.
+    # One tuple, replaced whole: a bucket function may be shared by threads.
+    state: tuple[int, int, int | None] = (0, 0, None)  # range start, end, period start (None: closed)
 
-    def calendar(t: int) -> int | None:
-        # Sessions open and close on whole minutes; memoise per minute.
-        key = t - t % 60
-        if key not in memo:
-            memo[key] = period_start(key, resolution, tz_name, session)
-        return memo[key]
+    def bucket(t: int) -> int | None:
+        nonlocal state
+        start, end, period = state
+        if not start <= t < end:
+            segment = segment_at(t, tz_name, session)
+            start, end, period = segment.start, segment.end, None
+            if segment.day is not None:
+                period = start if size else period_start_of_day(segment.day, resolution, tz_name)
+            state = (start, end, period)
+        if period is None:
+            return None
+        return t - (t - start) % size if size else period
 
-    return calendar
+    return bucket
+
+
+def bucket_fetch_start(ts: int, resolution: str, tz_name: str = "UTC", session: str = "24x7") -> int:
+    """Where to start reading finer bars so the ``resolution`` bar holding
+    ``ts`` (or, outside the session, the next one) is read whole."""
+    if resolution in INTRADAY_RESOLUTIONS:
+        size = INTRADAY_RESOLUTIONS[resolution] * 60
+        if parse_session(session).always_open:
+            return ts - ts % size
+        segment = segment_at(ts, tz_name, session)
+        return ts if segment.day is None else ts - (ts - segment.start) % size
+    segment = segment_at(ts, tz_name, session)
+    day = segment.day if segment.day is not None else segment_at(segment.end, tz_name, session).day
+    if day is None:
+        return ts
+    # The period's first trading day opens first (an overnight session opens the evening before).
+    first = period_first_day(day, resolution)
+    while first <= day:
+        opened = trading_day(first, tz_name, session)
+        if opened is not None:
+            return min(opened.open, ts)
+        first += timedelta(days=1)
+    return ts
 
 
 def aggregate(columns: Columns, bucket: Callable[[int], int | None]) -> Columns:

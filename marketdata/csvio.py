@@ -27,7 +27,7 @@ from django.db.models import DecimalField
 
 from core.decimals import plain_decimal
 from core.exceptions import InvalidInput, NotFound
-from marketdata.bars import resolution_seconds
+from marketdata.bars import bucket_fetch_start, bucket_function, resolution_seconds
 from marketdata.models import Bar, Instrument
 from marketdata.selectors import bars_history, instrument_get
 from marketdata.services import bars_upsert, instrument_upsert
@@ -159,13 +159,18 @@ def parse_timestamp(text: str, tz: tzinfo = UTC, previous: int | None = None) ->
     return early
 
 
-def _check_aligned(ts: int, resolution: str, instrument_tz: str) -> None:
-    """Bars start where the terminal's own bars start: intraday on multiples of
-    their length since the epoch, days/weeks/months at local midnight in the
-    instrument's timezone."""
+def _check_aligned(ts: int, resolution: str, instrument_tz: str, session: str = "24x7") -> None:
+    """Bars start where the terminal's own bars start: intraday bars from the
+    session open in the instrument's timezone (multiples of their length in
+    UTC for 24x7 instruments), days/weeks/months at local midnight."""
     if resolution in INTRADAY_RESOLUTIONS:
-        size = INTRADAY_RESOLUTIONS[resolution] * 60
-        if ts % size:
+        # One-minute bars are kept wherever they are; coarser ones only in the session.
+        start = ts - ts % 60 if resolution == "1" else bucket_function(resolution, instrument_tz, session)(ts)
+        if start is None:
+            raise _RowError(
+                f"time {iso_utc(ts)} is outside the session {session} ({instrument_tz}): no {resolution}-minute bar starts there"
+            )
+        if start != ts:
             raise _RowError(f"time {iso_utc(ts)} is not the start of a {resolution}-minute bar")
         return
     if period_start(ts, resolution, instrument_tz) != ts:
@@ -356,7 +361,7 @@ def bars_import_csv(
         try:
             ts = parse_timestamp(values["time"], local, previous)
             previous = ts
-            _check_aligned(ts, canonical, instrument.timezone)
+            _check_aligned(ts, canonical, instrument.timezone, instrument.session)
         except _RowError as exc:
             errors.append(str(exc))
         bar, bar_errors = _parse_bar(values)
@@ -411,27 +416,27 @@ def _stored_range(instrument: Instrument) -> tuple[int, int] | None:
 
 
 class _Grid:
-    """Bar boundaries of a resolution in an instrument's timezone, the same the
-    history selector aligns to, so windows never cut a bar in two."""
+    """Bar boundaries of a resolution in an instrument's timezone and session:
+    the first moment of each bar, where the history selector starts reading
+    it, so windows never cut a bar in two."""
 
     # Far enough past one boundary to be inside the next period, never past it
     # (days last 23 to 25 hours, months 28 to 31 days).
     _CALENDAR_STEP = {"1D": 36 * 3600, "1W": 10 * 86_400, "1M": 45 * 86_400}
 
-    def __init__(self, resolution: str, tz_name: str) -> None:
+    def __init__(self, resolution: str, tz_name: str, session: str = "24x7") -> None:
         self.resolution = resolution
         self.tz_name = tz_name
+        self.session = session
 
     def floor(self, ts: int) -> int:
-        if self.resolution in INTRADAY_RESOLUTIONS:
-            size = INTRADAY_RESOLUTIONS[self.resolution] * 60
-            return ts - ts % size
-        return period_start(ts, self.resolution, self.tz_name) or ts
+        return bucket_fetch_start(ts, self.resolution, self.tz_name, self.session)
 
     def next(self, ts: int) -> int:
         """The first boundary after ``ts``."""
         if self.resolution in INTRADAY_RESOLUTIONS:
-            return self.floor(ts) + INTRADAY_RESOLUTIONS[self.resolution] * 60
+            # A length later is inside the next bar, or in a closed stretch (no bar to cut).
+            return self.floor(self.floor(ts) + INTRADAY_RESOLUTIONS[self.resolution] * 60)
         return self.floor(self.floor(ts) + self._CALENDAR_STEP[self.resolution])
 
     def ceil(self, ts: int) -> int:
@@ -470,7 +475,7 @@ def bars_export_csv(
     stored = _stored_range(instrument)
     if stored is None:
         return 0
-    grid = _Grid(canonical, instrument.timezone)
+    grid = _Grid(canonical, instrument.timezone, instrument.session)
     # Read whole bars: from the boundary at or before the first one wanted to
     # the boundary at or after the end; bars starting outside [start, end) are
     # then left out.

@@ -14,11 +14,19 @@ from django.db import connections
 from django.db.models import BigIntegerField, Func, Q, QuerySet
 
 from core.exceptions import InvalidInput, NotFound
-from marketdata.bars import Columns, aggregate, bucket_function, columns_from_rows, empty_columns, resolution_seconds
+from marketdata.bars import (
+    Columns,
+    aggregate,
+    bucket_fetch_start,
+    bucket_function,
+    columns_from_rows,
+    empty_columns,
+    resolution_seconds,
+    slice_columns,
+)
 from marketdata.models import Bar, Instrument
 from marketdata.quotes import quotes_get
-from marketdata.sessions import period_start
-from marketdata.types import INTRADAY_RESOLUTIONS, Quote, normalize_resolution
+from marketdata.types import Quote, normalize_resolution
 
 logger = logging.getLogger(__name__)
 
@@ -164,10 +172,7 @@ def _source_resolution(instrument: Instrument, resolution: str) -> str:
 
 
 def _aligned_start(instrument: Instrument, resolution: str, start: int) -> int:
-    if resolution in INTRADAY_RESOLUTIONS:
-        size = INTRADAY_RESOLUTIONS[resolution] * 60
-        return start - start % size
-    return period_start(start, resolution, instrument.timezone, "24x7") or start
+    return bucket_fetch_start(start, resolution, instrument.timezone, instrument.session)
 
 
 class _UnixSeconds(Func):
@@ -220,7 +225,8 @@ def bars_history(
     convert: Callable[[Any], Any] = float,
 ) -> History:
     """Bars of ``resolution`` starting in [start, end) — or the last
-    ``countback`` before ``end``, which wins over ``start`` — as columns."""
+    ``countback`` before ``end``, which wins over ``start`` — as columns.
+    ``start == end`` asks for the one bar starting at ``start``."""
     cap = settings.HISTORY_MAX_BARS
     if countback is not None:
         if countback <= 0:
@@ -233,8 +239,8 @@ def bars_history(
     elif start is None:
         raise InvalidInput("Give from or countback.", fields={"from": ["Required without countback."]})
     else:
-        if start >= end:
-            raise InvalidInput("from must be before to.", fields={"from": ["Must be before to."]})
+        if start > end:
+            raise InvalidInput("from must be before to, or equal to it.", fields={"from": ["Must not be after to."]})
         span = (end - start) // resolution_seconds(resolution)
         if span > cap:
             raise InvalidInput(
@@ -265,6 +271,17 @@ def bars_history(
                 window *= 2
             columns = tuple(col[-countback:] for col in columns)  # type: ignore[assignment]
         first_requested = None
+    elif start == end:
+        # The bar at ``start``: read the whole bar (nominal length plus a day
+        # for DST and overnight sessions), keep it only if it starts there.
+        aligned = start if direct else _aligned_start(instrument, resolution, start)
+        reach = start + 1 if direct else start + resolution_seconds(resolution) + 86_400
+        columns = _fetch(instrument, source, aligned, reach, convert)
+        if not direct:
+            columns = aggregate(columns, bucket)  # type: ignore[arg-type]
+        at = columns[0].index(start) if start in columns[0] else None
+        columns = empty_columns() if at is None else slice_columns(columns, at, at + 1)
+        first_requested = start
     else:
         assert start is not None
         aligned = start if direct else _aligned_start(instrument, resolution, start)
@@ -286,5 +303,6 @@ def bars_history(
     next_time = None
     if previous is not None:
         stamp = int(previous.timestamp())
-        next_time = stamp if bucket is None else bucket(stamp)
+        # A bar outside the session belongs to no coarser bar: point at it as it is.
+        next_time = stamp if bucket is None else (bucket(stamp) or stamp)
     return History(columns=empty_columns(), next_time=next_time)

@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -318,6 +319,7 @@ class Broadcaster:
         self.pending_quotes: dict[str, Quote] = {}
         self.aggs: dict[str, _AggState] = {}
         self.timezones: dict[str, tuple[str, str]] = {}
+        self.buckets: dict[tuple[str, str, str], Callable[[int], int | None]] = {}
         self.last_bar_publish = 0.0
         self.lock = threading.Lock()
 
@@ -377,7 +379,11 @@ class Broadcaster:
     def _fold(self, channel: str, symbol: str, minute_bar: BarData) -> None:
         _, resolution = split_bars_channel(channel)
         tz_name, session = self._zone(symbol)
-        bucket = bucket_function(resolution, tz_name, session)(minute_bar.time)
+        # The same buckets as history: session-aligned in the instrument's timezone.
+        key = (resolution, tz_name, session)
+        if key not in self.buckets:
+            self.buckets[key] = bucket_function(resolution, tz_name, session)
+        bucket = self.buckets[key](minute_bar.time)
         if bucket is None:
             return
         state = self.aggs.get(channel)
