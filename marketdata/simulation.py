@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -23,6 +23,7 @@ from marketdata.bars import BarBuilder
 from marketdata.feeds.simulated import SimInstrument, SimulatedFeed
 from marketdata.models import Bar, Instrument, InstrumentType
 from marketdata.services import bars_upsert_many, instrument_upsert, ticks_ingest
+from marketdata.sessions import contract_expired, contract_expiry, zone
 from marketdata.types import Bar as BarData
 from marketdata.types import Quote
 
@@ -49,10 +50,6 @@ def register_update_listener(listener: BarListener) -> None:
 # --- the instruments -------------------------------------------------------------------
 
 
-def _expiry_ts(day: date) -> float:
-    return datetime(day.year, day.month, day.day, 15, 30, tzinfo=UTC).timestamp()
-
-
 def _last_thursday(year: int, month: int) -> date:
     expiry = date(year, month, calendar.monthrange(year, month)[1])
     while expiry.weekday() != 3:
@@ -60,12 +57,13 @@ def _last_thursday(year: int, month: int) -> date:
     return expiry
 
 
-def _month_expiry(today: date, months_ahead: int) -> date:
+def _month_expiry(now: float, months_ahead: int, tz_name: str = "UTC", session: str = "24x7") -> date:
     """The monthly expiry (last Thursday) ``months_ahead`` after the next one
-    still to come: 0 is the nearest expiry after ``today``, 1 the one after."""
-    # Once this month's expiry has passed, every month shifts by one; shifting
-    # only the front month would make months 0 and 1 the same contract.
-    skip = 1 if _last_thursday(today.year, today.month) <= today else 0
+    still to come: 0 is the nearest contract not expired at ``now``, 1 the one after."""
+    today = datetime.fromtimestamp(now, zone(tz_name)).date()
+    # Once this month's contract has expired, every month shifts by one;
+    # shifting only the front month would make months 0 and 1 the same contract.
+    skip = 1 if contract_expired(_last_thursday(today.year, today.month), tz_name, session, now) else 0
     year, month = today.year, today.month + months_ahead + skip
     year, month = year + (month - 1) // 12, (month - 1) % 12 + 1
     return _last_thursday(year, month)
@@ -88,7 +86,7 @@ def sim_instruments() -> list[SimInstrument]:
                 volatility=float(params.get("volatility", 0.3)),
                 volume_per_second=float(params.get("volume_per_second", 5.0)),
                 underlying=inst.underlying.symbol if inst.underlying is not None else None,
-                expiry_ts=_expiry_ts(inst.expiry) if inst.expiry else None,
+                expiry_ts=contract_expiry(inst.expiry, inst.timezone, inst.session) if inst.expiry else None,
                 strike=float(inst.strike) if inst.strike is not None else None,
                 call=inst.option_type != "put",
                 open_interest=params.get("open_interest"),
@@ -144,9 +142,8 @@ def demo_instruments_ensure(*, now: float | None = None) -> list[Instrument]:
         for spec in DEMO_BASES + DEMO_FX:
             created.append(instrument_upsert(**{**spec, "session": "24x7"}))
         index = next(i for i in created if i.symbol == "DEMO:IDX")
-        today = datetime.fromtimestamp(now, UTC).date()
         for n in range(3):
-            expiry = _month_expiry(today, n)
+            expiry = _month_expiry(now, n)
             created.append(
                 instrument_upsert(
                     symbol=f"DEMO:IDX-F{expiry:%y%m}",
@@ -163,7 +160,7 @@ def demo_instruments_ensure(*, now: float | None = None) -> list[Instrument]:
         feed = SimulatedFeed(sim_instruments(), settings.SIMULATOR_SEED)
         spot = feed.sim.price(feed.specs["DEMO:IDX"], now)
         atm = int(spot / OPTION_STRIKE_STEP) * OPTION_STRIKE_STEP
-        expiry = _month_expiry(today, 0)
+        expiry = _month_expiry(now, 0)
         for k in range(-OPTION_STRIKES_EACH_SIDE, OPTION_STRIKES_EACH_SIDE + 1):
             strike = atm + k * OPTION_STRIKE_STEP
             for option_type in ("call", "put"):

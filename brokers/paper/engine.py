@@ -16,7 +16,7 @@ Matching
   (with slippage) or as a limit order on the same quote.
 * ioc: fills what it can at once and cancels the rest (a stop: once triggered).
 * day: expires at the close of its instrument's session (the next one when
-  sent outside it); 24x7 instruments at 00:00 UTC.
+  sent outside it); 24x7 instruments at midnight in their timezone.
 * A quote's size is consumed by the book's orders in priority order (market
   first, then best price, then time) and the same quote seen again keeps what
   is left, so running the listener twice never fills twice. Quotes older than

@@ -3,11 +3,10 @@ Pure Python (the session rules come from marketdata.sessions, also pure)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from decimal import Decimal
 
 from brokers.paper.book import BUY, LIMIT, MARKET, ORDER_TYPES, SCALE, SIDES, STOP_LIMIT, TIMES_IN_FORCE, InstrumentSpec, MarketState, Order
-from marketdata.sessions import parse_session, zone
+from marketdata.sessions import next_session_close
 
 DAY_SECONDS = 86_400
 # The paper models hold 18 integer digits and 10 decimals; anything a book
@@ -34,23 +33,15 @@ def out_of_range(name: str, value: Decimal | None) -> str | None:
 
 def day_order_expiry(session_text: str, tz_name: str, now: float) -> float:
     """When a day order sent at ``now`` expires: the first session close after
-    ``now`` (so an order sent outside the session lives through the next one);
-    00:00 UTC for 24x7 instruments and for sessions that cannot be read."""
-    next_midnight = (now // DAY_SECONDS + 1) * DAY_SECONDS
+    ``now`` (so an order sent outside the session lives through the next one;
+    a 24x7 instrument's day closes at midnight in its timezone), by the one
+    rule of ``marketdata.sessions``; 00:00 UTC for a session or timezone that
+    cannot be read."""
     try:
-        session = parse_session(session_text)
-    except ValueError:
-        return next_midnight
-    if session.always_open:
-        return next_midnight
-    tz = zone(tz_name)
-    local_day = datetime.fromtimestamp(now, tz).date()
-    # From yesterday: an overnight session that started yesterday closes today.
-    for offset in range(-1, 15):
-        close = session.close_time(local_day + timedelta(days=offset), tz)
-        if close is not None and close.timestamp() > now:
-            return close.timestamp()
-    return next_midnight
+        close = next_session_close(now, tz_name, session_text)
+    except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+        close = None
+    return float(close) if close is not None else (now // DAY_SECONDS + 1) * DAY_SECONDS
 
 
 def new_order_refusal(
