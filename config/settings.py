@@ -396,9 +396,41 @@ CELERY_BEAT_SCHEDULE.update(
 
 # --- Paper broker ------------------------------------------------------------------------
 # Amounts are decimal strings (never floats: this is money).
-PAPER_STARTING_CASH = env.str("PAPER_STARTING_CASH", default="1000000")
+
+
+def _currency_amounts(name: str, text: str) -> dict[str, str]:
+    """``KRW:50000000,INR:1000000`` -> ``{"KRW": "50000000", "INR": "1000000"}``,
+    strictly: upper-case codes, plain non-negative decimals, each code once."""
+    import re
+
+    from django.core.exceptions import ImproperlyConfigured
+
+    amounts: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.strip().split(","))):
+        code, sep, amount = item.partition(":")
+        code, amount = code.strip(), amount.strip()
+        if not sep or not re.fullmatch(r"[A-Z][A-Z0-9]{1,9}", code) or not re.fullmatch(r"[0-9]{1,18}(\.[0-9]{1,10})?", amount):
+            raise ImproperlyConfigured(f"{name}: {item!r} is not CURRENCY:AMOUNT (e.g. KRW:50000000).")
+        if code in amounts:
+            raise ImproperlyConfigured(f"{name}: {code} is given twice.")
+        amounts[code] = amount
+    return amounts
+
+
+PAPER_STARTING_CASH = env.str("PAPER_STARTING_CASH", default="1000000")  # in the account's base currency
+# More starting balances, per currency: KRW:50000000,INR:1000000 (added to the base currency's when it is named).
+PAPER_STARTING_BALANCES = _currency_amounts("PAPER_STARTING_BALANCES", env.str("PAPER_STARTING_BALANCES", default=""))
+# An order in a currency the account lacks: "convert" the shortfall from the base
+# currency at the market data's FX rate, or "refuse" the order.
+PAPER_FX_MODE = env.str("PAPER_FX_MODE", default="convert")
+if PAPER_FX_MODE not in ("convert", "refuse"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"PAPER_FX_MODE must be convert or refuse, not {PAPER_FX_MODE!r}.")
 PAPER_FEE_BPS = env.str("PAPER_FEE_BPS", default="1")
-PAPER_MIN_FEE = env.str("PAPER_MIN_FEE", default="0")
+PAPER_MIN_FEE = env.str("PAPER_MIN_FEE", default="0")  # in the instrument's currency
 PAPER_SLIPPAGE_BPS = env.str("PAPER_SLIPPAGE_BPS", default="2")  # market and triggered stop orders
 # Margin rate per instrument type: the share of the notional an open position ties up.
-PAPER_MARGIN_RATES = env.dict("PAPER_MARGIN_RATES", default={"stock": "1", "crypto": "1", "index": "1", "future": "0.1", "option": "1"})
+PAPER_MARGIN_RATES = env.dict(
+    "PAPER_MARGIN_RATES", default={"stock": "1", "crypto": "1", "index": "1", "future": "0.1", "option": "1", "fx": "1"}
+)

@@ -266,7 +266,7 @@ def test_buying_power_counts_orders_resting_on_other_symbols_exactly(account, se
         book_load(paper, orders_of=["PNYS"]).engine,
     ):
         assert (scoped.buying_power(), scoped.funds(), scoped.order_margin) == (full.buying_power(), full.funds(), D(500_050))
-    with pytest.raises(BrokerRejected, match="needs 500100.005, 500050 is available"):  # a tick over
+    with pytest.raises(BrokerRejected, match="needs 500100.005 USD, 500050 USD is available"):  # a tick over
         broker.place_order(req("buy", "5000", "limit", cid="a-over", price="100.01"))
     assert broker.place_order(req("buy", "5000", "limit", cid="a-exact", price="100.00")).status == "new"  # 500,050: all that is left
     funds = broker.funds()

@@ -609,3 +609,70 @@ def test_no_fill_without_the_instruments_terms():
     e.submit(order("buy", "10", "limit", price="99.00"), quote("99.99", "100.00"), STOCK, NOW)
     del e.specs["AAPL"]  # a book loaded while its instrument is gone
     assert e.on_quote(quote("98.99", "99.00", t=NOW + 1), NOW + 1) == []
+
+
+# --- currencies: rates come in as data -------------------------------------------------------
+
+KRW_STOCK = InstrumentSpec(symbol="KRS", type="stock", tick_size=D(100), currency="KRW")
+KRW_FUTURE = InstrumentSpec(symbol="KRF", type="future", tick_size=D("0.05"), multiplier=D(1000), currency="KRW")
+
+
+def _krw_engine(**config) -> PaperEngine:
+    e = PaperEngine(dataclasses.replace(CONFIG, **config), cash=D(10_000), base_currency="USD")
+    e.set_rates({"KRW": D("0.0008")})
+    return e
+
+
+def _buy(e: PaperEngine, spec: InstrumentSpec, qty: str, price: str, cid: str):
+    request = OrderRequest(client_order_id=cid, symbol=spec.symbol, side="buy", order_type="limit", qty=D(qty), price=D(price))
+    return e.submit(request, quote(price, price, symbol=spec.symbol), spec, NOW)
+
+
+def test_a_fill_in_another_currency_converts_the_shortfall_from_the_base_currency():
+    e = _krw_engine()
+    (fill, status) = _buy(e, KRW_STOCK, "10", "50000", "k1")
+    assert status.status == "filled" and (fill.fee, fill.fee_currency) == (D(50), "KRW")
+    # 500,050 won bought for 400.04 dollars (at 0.0008), then spent.
+    assert e.balances == {"USD": D("9599.96"), "KRW": D(0)}
+    entries = [(x.kind, x.currency, x.amount, x.rate) for x in e.take_changes().entries]
+    assert entries == [
+        ("fx_conversion", "USD", D("-400.04"), D(1)),
+        ("fx_conversion", "KRW", D(500_050), D("0.0008")),
+        ("trade", "KRW", D(-500_000), D("0.0008")),
+        ("fee", "KRW", D(-50), D("0.0008")),
+    ]
+    funds = e.funds({"KRS": D(50_000)})
+    assert funds.cash == D("9599.96") and funds.equity == D("9599.96") + 400  # the shares, valued once, in dollars
+    assert funds.fees_paid == D("0.04")
+    e.check_invariants()
+
+
+def test_refuse_mode_and_a_missing_rate_refuse_the_order_and_book_nothing():
+    e = _krw_engine(fx_mode="refuse")
+    (status,) = _buy(e, KRW_STOCK, "1", "50000", "r1")
+    assert status.status == "rejected" and "PAPER_FX_MODE=refuse" in status.message
+    e = PaperEngine(CONFIG, cash=D(10_000))
+    (status,) = _buy(e, KRW_STOCK, "1", "50000", "r2")
+    assert status.status == "rejected" and status.message == "No FX rate from KRW to USD: the order cannot be valued."
+    assert e.take_changes().entries == [] and e.balances == {"USD": D(10_000)}
+
+
+def test_a_future_moves_its_currency_by_realized_pnl_and_fees_only():
+    e = _krw_engine()
+    e.adjust("KRW", D(1_000_000), NOW)
+    _buy(e, KRW_FUTURE, "2", "300", "f1")
+    sell = OrderRequest(client_order_id="f2", symbol="KRF", side="sell", order_type="limit", qty=D(2), price=D(310))
+    e.submit(sell, quote("310", "310", symbol="KRF"), KRW_FUTURE, NOW)
+    # Fees of 60 and 62 won, 20,000 won realized; the dollars never move.
+    assert e.balances == {"USD": D(10_000), "KRW": D(1_000_000) - 60 + 20_000 - 62}
+    assert [x.kind for x in e.take_changes().entries] == ["deposit", "fee", "realized_pnl", "fee"]
+
+
+def test_a_withdrawal_never_takes_a_balance_below_zero():
+    from brokers.paper.ledger import LedgerRefused
+
+    e = _krw_engine()
+    with pytest.raises(LedgerRefused, match="below zero"):
+        e.adjust("USD", D("-10000.01"), NOW)
+    e.adjust("USD", D(-10_000), NOW)
+    assert e.balances == {"USD": D(0)}

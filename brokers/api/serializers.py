@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import serializers
 
 from brokers.models import BrokerAccount, BrokerKind, Environment, PositionMode
+from brokers.paper.models import PaperLedgerEntry
 from brokers.services import CREDENTIAL_FIELDS
+from core.decimals import decimal_str
 from core.serializers import StrictSerializer
 
 
@@ -71,3 +75,31 @@ class BrokerAccountUpdateSerializer(StrictSerializer, _AccountFieldsMixin):
         super().__init__(*args, **kwargs)
         for field in self.fields.values():
             field.required = False
+
+
+class PlainDecimal(serializers.DecimalField):
+    """A decimal as a string without the column's padding (``"-50.4"``, never ``1E+2``)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_digits=None, decimal_places=None, read_only=True, **kwargs)
+
+    def to_representation(self, value: Any) -> str | None:
+        return decimal_str(value)
+
+
+class LedgerEntrySerializer(serializers.ModelSerializer):
+    """One change of one currency's balance of a paper account."""
+
+    account_id = serializers.IntegerField(read_only=True)
+    amount = PlainDecimal(help_text="Signed, in `currency`.")
+    rate = PlainDecimal(
+        allow_null=True, help_text="Value of one unit of `currency` in the account's base currency when booked (null: none known)."
+    )
+    trade_id = serializers.CharField(
+        read_only=True, help_text="The venue's fill this entry belongs to (empty for deposits and withdrawals)."
+    )
+
+    class Meta:
+        model = PaperLedgerEntry
+        fields = ["id", "account_id", "currency", "amount", "kind", "rate", "trade_id", "note", "created_at"]
+        read_only_fields = fields

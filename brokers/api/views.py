@@ -1,14 +1,24 @@
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from brokers.api.serializers import BrokerAccountCreateSerializer, BrokerAccountSerializer, BrokerAccountUpdateSerializer
-from brokers.models import BrokerAccount
+from brokers.api.serializers import (
+    BrokerAccountCreateSerializer,
+    BrokerAccountSerializer,
+    BrokerAccountUpdateSerializer,
+    LedgerEntrySerializer,
+)
+from brokers.models import BrokerAccount, BrokerKind
+from brokers.paper.models import PaperLedgerEntry
+from brokers.paper.selectors import LedgerFilter, paper_ledger_entries
 from brokers.services import broker_account_create, broker_account_get_for_user, broker_account_update
+from core.exceptions import NotFound
 
 
 class AccountListCreateView(generics.ListAPIView):
@@ -39,3 +49,23 @@ class AccountDetailView(APIView):
         data.is_valid(raise_exception=True)
         account = broker_account_update(account=account, **data.validated_data)
         return Response(BrokerAccountSerializer(account).data)
+
+
+class AccountLedgerView(generics.ListAPIView):
+    """The cash ledger of a paper account: every deposit, withdrawal, trade,
+    fee, FX conversion and realized P&L, per currency, newest first."""
+
+    serializer_class = LedgerEntrySerializer
+    filterset_class = LedgerFilter
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        if getattr(self, "swagger_fake_view", False):  # the schema generator has no user
+            return PaperLedgerEntry.objects.none()
+        account = broker_account_get_for_user(user=self.request.user, account_id=self.kwargs["pk"])  # type: ignore[arg-type]
+        if account.kind != BrokerKind.PAPER:
+            raise NotFound("Only paper accounts keep their ledger here; other brokers report balances in funds.")
+        return paper_ledger_entries(account_id=account.pk)
+
+    @extend_schema(operation_id="accounts_ledger_list")
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)

@@ -15,6 +15,7 @@ from decimal import Decimal
 from django.db import DatabaseError
 
 from brokers.base import (
+    Balance,
     BrokerPosition,
     BrokerRejected,
     BrokerTimeout,
@@ -155,17 +156,23 @@ class PaperBroker:
         ]
 
     def funds(self) -> Funds:
-        """Cash; margin used (positions plus working orders' reservations);
-        margin available (= buying power); equity at the latest quotes."""
+        """Balances per currency; in the base currency: cash (the balances
+        converted), margin used (positions plus working orders'
+        reservations), margin available and buying power (equity less both),
+        equity at the latest quotes; the rates used."""
         with _venue("funds", changes=False):
             view = selectors.paper_funds(account_id=self.account.pk)
         return Funds(
-            currency=self.account.base_currency,
+            currency=view.base_currency,
             cash=wire.plain(view.cash),
             margin_used=wire.plain(view.margin_used),
             margin_available=wire.plain(view.buying_power),
             equity=wire.plain(view.equity),
+            balances=tuple(Balance(currency=c, cash=wire.plain(amount)) for c, amount in view.balances.items()),
+            buying_power=wire.plain(view.buying_power),
+            rates={c: wire.plain(rate) for c, rate in view.rates.items()},
             raw={
+                "unvalued_currencies": list(view.unvalued),
                 "venue": "paper",
                 "position_margin": str(wire.plain(view.position_margin)),
                 "order_margin": str(wire.plain(view.order_margin)),

@@ -30,6 +30,14 @@ TIMES_IN_FORCE = frozenset({DAY, GTC, IOC})
 WORKING = frozenset({NEW, PARTIALLY_FILLED})
 FINAL = frozenset({FILLED, CANCELED, REJECTED, EXPIRED})
 
+# Ledger entry kinds: every change of a currency's balance is one entry.
+DEPOSIT, WITHDRAWAL, TRADE, FEE, FX_CONVERSION, REALIZED_PNL = "deposit", "withdrawal", "trade", "fee", "fx_conversion", "realized_pnl"
+ENTRY_KINDS = (DEPOSIT, WITHDRAWAL, TRADE, FEE, FX_CONVERSION, REALIZED_PNL)
+# What the venue does with an order in a currency the account lacks:
+# convert the shortfall from the base currency, or refuse the order.
+FX_CONVERT, FX_REFUSE = "convert", "refuse"
+FX_MODES = (FX_CONVERT, FX_REFUSE)
+
 # Margin products: a position moves cash only through realized P&L and fees.
 # Everything else is a cash product: buying spends the notional, selling
 # returns it (see engine.py for the whole cash/margin model).
@@ -59,6 +67,7 @@ class EngineConfig:
     stale_seconds: float = 10.0
     margin_rates: dict[str, Decimal] = field(default_factory=dict)
     default_margin_rate: Decimal = Decimal(1)
+    fx_mode: str = FX_CONVERT
 
     def margin_rate(self, instrument_type: str) -> Decimal:
         return self.margin_rates.get(instrument_type, self.default_margin_rate)
@@ -73,6 +82,7 @@ class InstrumentSpec:
     multiplier: Decimal = Decimal(1)
     session: str = "24x7"
     timezone: str = "UTC"
+    currency: str = "USD"  # prices, fees and P&L are in it
 
     @property
     def is_margin_product(self) -> bool:
@@ -178,6 +188,22 @@ class FillEvent:
     price: Decimal
     fee: Decimal
     time: float
+    fee_currency: str = ""  # the instrument's currency
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One change of one currency's balance. ``rate``: the value of one unit
+    of ``currency`` in the account's base currency when it was booked (None
+    when no rate was known); ``trade_id``: the fill it belongs to."""
+
+    currency: str
+    amount: Decimal
+    kind: str
+    rate: Decimal | None
+    time: float
+    trade_id: str = ""
+    note: str = ""
 
 
 Cause = Literal["request", "fill", "venue"]
@@ -206,6 +232,9 @@ Event = FillEvent | StatusEvent
 
 @dataclass(frozen=True, slots=True)
 class FundsView:
+    """The account's money; every total in the base currency, converted at ``rates``
+    (currencies without a rate count for nothing and are named in ``unvalued``)."""
+
     cash: Decimal
     equity: Decimal
     unrealized_pnl: Decimal
@@ -214,6 +243,10 @@ class FundsView:
     order_margin: Decimal
     buying_power: Decimal
     fees_paid: Decimal
+    base_currency: str = "USD"
+    balances: dict[str, Decimal] = field(default_factory=dict)
+    rates: dict[str, Decimal] = field(default_factory=dict)
+    unvalued: tuple[str, ...] = ()
 
     @property
     def margin_used(self) -> Decimal:
@@ -229,3 +262,5 @@ class Changes:
     fills: list[FillEvent]
     positions: list[Position]
     markets: dict[str, MarketState]
+    entries: list[LedgerEntry] = field(default_factory=list)
+    balances: dict[str, Decimal] = field(default_factory=dict)  # currency -> its new balance

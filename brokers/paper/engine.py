@@ -24,29 +24,45 @@ Matching
 
 Cash and margin model
 ---------------------
-Futures are margin products: a trade moves cash only by its realized P&L and
-its fee. Everything else (stock, crypto, option, index) is a cash product:
-buying spends the notional (qty * price * multiplier), selling returns it,
-and the fee is paid on top; short sales are allowed and credit the proceeds.
-With marks (the last quote's ``last``, else the average price):
+Cash is a ledger of balances per currency (ledger.py); the account has a base
+currency, and ``rates`` (given as data, like marks) value one unit of each
+currency in it. Prices, fees and P&L are in the instrument's currency, and so
+is every balance change a fill makes. Futures are margin products: a trade
+moves cash only by its realized P&L and its fee. Everything else (stock,
+crypto, option, index, fx) is a cash product: buying spends the notional
+(qty * price * multiplier), selling returns it (in the instrument's currency:
+proceeds are not converted back), and the fee is paid on top; short sales
+are allowed and credit the proceeds. A cash product bought is a position
+valued at market, never also a balance. With marks (the last quote's
+``last``, else the average price), all in the base currency:
 
-    equity        = cash + sum(cash products: qty * mark * multiplier)
-                         + sum(futures: (mark - avg) * qty * multiplier)
-    margin in use = sum(|qty| * mark * multiplier * margin_rate)
+    equity        = sum(balance * rate) + sum(cash products: qty * mark * multiplier * rate)
+                         + sum(futures: (mark - avg) * qty * multiplier * rate)
+    margin in use = sum(|qty| * mark * multiplier * margin_rate * rate)
     buying power  = equity - margin in use - reserved for working orders
 
-so that, fees and slippage aside, equity always equals the starting cash
-plus realized plus unrealized P&L (a stock bought with cash moves value from
-cash into the position). An order is checked when sent (and when changed):
-the part of it that opens or grows a position needs
-``qty * price * multiplier * margin_rate + fee`` (price: the limit, the stop,
-or the expected market fill) within buying power, and that amount stays
-reserved while the order works, shrinking as it fills. The part that closes
-a position (net of other working orders on the same side) needs nothing, so
-an account can always get out. Fills are not checked again, as at real
-venues for orders already accepted.
+so that, fees, slippage and rate moves aside, equity always equals the
+starting cash plus realized plus unrealized P&L. An order is checked when
+sent (and when changed): the part of it that opens or grows a position needs
+``(qty * price * multiplier * margin_rate + fee) * rate`` (price: the limit,
+the stop, or the expected market fill) within buying power, and that amount
+stays reserved while the order works, shrinking as it fills. The part that
+closes a position (net of other working orders on the same side) needs
+nothing, so an account can always get out. Fills are not checked again, as at
+real venues for orders already accepted.
 
-Fees are ``max(min_fee, notional * fee_bps / 10000)`` per fill.
+A fill that would take the balance of a currency other than the base below
+zero converts the shortfall from the base currency first (``fx_mode``
+``convert``: two ``fx_conversion`` ledger entries, rounded up to each
+currency's minor units), so the opening part of an order also needs its cost
+in that currency, or its conversion, within the base currency's balance. With
+``fx_mode`` ``refuse`` the opening part must be covered by the balance in the
+instrument's currency, else the order is refused (a later loss or a fill
+beyond it leaves a debit: a negative balance). An order in a currency
+without a rate is refused.
+
+Fees are ``max(min_fee, notional * fee_bps / 10000)`` per fill, in the
+instrument's currency.
 reduce_only orders are rejected when sent if they would not reduce the
 position or exceed it; when they fill, they are capped to what is left of the
 position and the remainder is canceled by the venue.
@@ -65,9 +81,11 @@ from brokers.paper.book import (
     BUY,
     CANCELED,
     DAY,
+    DEPOSIT,
     EXPIRED,
     FILLED,
     FINAL,
+    FX_REFUSE,
     IOC,
     LIMIT,
     PARTIALLY_FILLED,
@@ -76,6 +94,7 @@ from brokers.paper.book import (
     SELL,
     STOP,
     STOP_LIMIT,
+    WITHDRAWAL,
     WORKING,
     ZERO,
     Cause,
@@ -85,13 +104,14 @@ from brokers.paper.book import (
     FillEvent,
     FundsView,
     InstrumentSpec,
+    LedgerEntry,
     MarketState,
     Order,
     OrderRejected,
     Position,
     StatusEvent,
 )
-from brokers.paper.ledger import Ledger
+from brokers.paper.ledger import Ledger, LedgerRefused
 from brokers.paper.orderbook import SymbolBook
 from brokers.paper.rules import day_order_expiry, modify_refusal, new_order_refusal
 
@@ -103,8 +123,12 @@ __all__ = ["PaperEngine", "QuoteLike", "day_order_expiry"]
 IOC_REMAINDER = "IOC: the unfilled remainder is canceled."
 
 
-def _insufficient(requirement: Decimal, available: Decimal) -> str:
-    return f"Insufficient buying power: the order needs {requirement.normalize():f}, {max(available, ZERO).normalize():f} is available."
+def _amount(value: Decimal) -> str:
+    return f"{value.normalize():f}"
+
+
+def _insufficient(requirement: Decimal, available: Decimal, currency: str) -> str:
+    return f"Insufficient buying power: the order needs {_amount(requirement)} {currency}, {_amount(max(available, ZERO))} {currency} is available."
 
 
 class QuoteLike(Protocol):
@@ -127,14 +151,18 @@ class PaperEngine:
         self,
         config: EngineConfig,
         *,
-        cash: Decimal,
+        cash: Decimal = ZERO,
         fees_paid: Decimal = ZERO,
         next_order_no: int = 1,
         next_trade_no: int = 1,
         reserved_elsewhere: Decimal = ZERO,
+        base_currency: str = "USD",
+        balances: Mapping[str, Decimal] | None = None,
     ) -> None:
+        """``cash`` is the base currency's balance; ``balances`` the others
+        (or all of them). Reservations are in the base currency."""
         self.config = config
-        self.ledger = Ledger(config, cash=cash, fees_paid=fees_paid)
+        self.ledger = Ledger(config, cash=cash, fees_paid=fees_paid, base_currency=base_currency, balances=balances)
         self.next_order_no = next_order_no
         self.next_trade_no = next_trade_no
         self.orders: dict[str, Order] = {}
@@ -157,7 +185,16 @@ class PaperEngine:
 
     @property
     def cash(self) -> Decimal:
+        """The base currency's balance."""
         return self.ledger.cash
+
+    @property
+    def base_currency(self) -> str:
+        return self.ledger.base_currency
+
+    @property
+    def balances(self) -> dict[str, Decimal]:
+        return self.ledger.balances
 
     @property
     def fees_paid(self) -> Decimal:
@@ -196,6 +233,16 @@ class PaperEngine:
         """Newer marks for valuation (margin checks), e.g. from the quote cache."""
         self.ledger.set_marks(marks)
 
+    def set_rates(self, rates: Mapping[str, Decimal]) -> None:
+        """FX rates to the base currency (``{currency: value of one unit}``),
+        for valuation, margin checks and conversions."""
+        self.ledger.set_rates(rates)
+
+    def currencies(self) -> set[str]:
+        """Every currency the book holds or trades in (the rates it needs)."""
+        ledger = self.ledger
+        return {*ledger.balances, *(ledger.currency_of(spec) for spec in ledger.specs.values())}
+
     def take_changes(self) -> Changes:
         """Orders, fills, positions and market states changed since the last call."""
         changes = Changes(
@@ -203,9 +250,11 @@ class PaperEngine:
             fills=self._new_fills,
             positions=list(self.ledger.changed_positions.values()),
             markets=self._changed_markets,
+            entries=self.ledger.entries,
+            balances={currency: self.ledger.balance(currency) for currency in sorted(self.ledger.changed_balances)},
         )
         self._changed_orders, self._changed_markets, self._new_fills = {}, {}, []
-        self.ledger.changed_positions = {}
+        self.ledger.changed_positions, self.ledger.entries, self.ledger.changed_balances = {}, [], set()
         return changes
 
     # --- reads -----------------------------------------------------------------------
@@ -223,17 +272,24 @@ class PaperEngine:
         return {symbol for symbol, book in self._books.items() if book.count}
 
     def funds(self, marks: Mapping[str, Decimal] | None = None) -> FundsView:
-        """Cash, equity and margin, valued at ``marks`` (else the book's own)."""
-        equity, unrealized, realized, position_margin = self.ledger.valuation(marks)
+        """Balances; cash, equity and margin in the base currency, valued at
+        ``marks`` (else the book's own) and the book's rates."""
+        ledger = self.ledger
+        equity, unrealized, realized, position_margin = ledger.valuation(marks)
+        currencies = sorted(self.currencies())
         return FundsView(
-            cash=self.ledger.cash,
+            cash=ledger.cash_value(),
             equity=equity,
             unrealized_pnl=unrealized,
             realized_pnl=realized,
             position_margin=position_margin,
             order_margin=self.order_margin,
             buying_power=equity - position_margin - self.order_margin,
-            fees_paid=self.ledger.fees_paid,
+            fees_paid=ledger.fees_paid,
+            base_currency=ledger.base_currency,
+            balances={c: ledger.balance(c) for c in currencies if c in ledger.balances},
+            rates={c: rate for c in currencies if (rate := ledger.rate(c)) is not None},
+            unvalued=ledger.unvalued(),
         )
 
     @property
@@ -244,6 +300,20 @@ class PaperEngine:
     def buying_power(self) -> Decimal:
         equity, _, _, position_margin = self.ledger.valuation()
         return equity - position_margin - self.order_margin
+
+    def adjust(self, currency: str, amount: Decimal, now: float, *, note: str = "") -> LedgerEntry:
+        """A deposit (``amount`` > 0) or a withdrawal (< 0) of ``currency``.
+        Raises LedgerRefused when a withdrawal would take the balance below zero."""
+        if not amount or not amount.is_finite():
+            raise LedgerRefused("The amount must be a non-zero number.")
+        if amount != amount.quantize(SCALE):
+            raise LedgerRefused("The amount has more than 10 decimal places.")
+        balance = self.ledger.balance(currency)
+        if amount < 0 and balance + amount < 0:
+            raise LedgerRefused(
+                f"A withdrawal of {_amount(-amount)} {currency} would take the balance below zero ({_amount(balance)} {currency})."
+            )
+        return self.ledger.post(currency, amount, DEPOSIT if amount > 0 else WITHDRAWAL, now, note=note)
 
     # --- commands ----------------------------------------------------------------------
 
@@ -289,11 +359,15 @@ class PaperEngine:
             o, spec, market, now=now, stale_seconds=self.config.stale_seconds, reducible=self.ledger.reducible(o.symbol, o.side)
         )
         if reason is None:
-            requirement, opening = self._requirement(o, spec, market, counted=ZERO)
+            reason = self._no_rate(spec)
+        if reason is None:
+            requirement, opening, cost = self._requirement(o, spec, market, counted=ZERO)
             if opening > 0:
                 available = self.buying_power()
                 if requirement > available:
-                    reason = _insufficient(requirement, available)
+                    reason = _insufficient(requirement, available, self.ledger.base_currency)
+                else:
+                    reason = self._currency_refusal(spec, cost)
             o.reserved = requirement
         if reason is not None:
             o.status, o.message, o.reserved = REJECTED, reason, ZERO
@@ -340,15 +414,20 @@ class PaperEngine:
         o.price = o.price if price is None else price
         o.stop_price = o.stop_price if stop_price is None else stop_price
         try:
-            requirement, opening = self._requirement(o, spec, market, counted=old_remaining)
+            requirement, opening, cost = self._requirement(o, spec, market, counted=old_remaining)
         except InvalidOperation:
             o.qty, o.price, o.stop_price = old
             raise OrderRejected("The order's notional is out of range.") from None
         if opening > 0:
             available = self.buying_power() + old_reserved
-            if requirement > available:
+            refusal = (
+                _insufficient(requirement, available, self.ledger.base_currency)
+                if requirement > available
+                else self._currency_refusal(spec, cost)
+            )
+            if refusal is not None:
                 o.qty, o.price, o.stop_price = old
-                raise OrderRejected(_insufficient(requirement, available))
+                raise OrderRejected(refusal)
         self._books[o.symbol].resized(o, old_remaining)
         self.reserved_total += requirement - old_reserved
         o.reserved = requirement
@@ -420,10 +499,46 @@ class PaperEngine:
 
     # --- margin ---------------------------------------------------------------------
 
-    def _requirement(self, o: Order, spec: InstrumentSpec, market: MarketState | None, *, counted: Decimal) -> tuple[Decimal, Decimal]:
-        """(amount to reserve, qty that opens or grows a position) for what is
-        left of ``o``. ``counted``: what of ``o`` the book's working qty holds
-        already (0 for a new order)."""
+    def _no_rate(self, spec: InstrumentSpec) -> str | None:
+        currency = self.ledger.currency_of(spec)
+        if self.ledger.rate(currency) is None:
+            return f"No FX rate from {currency} to {self.ledger.base_currency}: the order cannot be valued."
+        return None
+
+    def _currency_refusal(self, spec: InstrumentSpec, cost: Decimal) -> str | None:
+        """Why the account cannot pay ``cost`` (in the instrument's currency)
+        for an order's opening part: in refuse mode, the balance in that
+        currency must cover it; in convert mode, the base currency must cover
+        the conversion of what the balance lacks."""
+        ledger = self.ledger
+        currency, base = ledger.currency_of(spec), ledger.base_currency
+        have = max(ledger.balance(currency), ZERO)
+        if currency == base or cost <= have:
+            return None
+        if self.config.fx_mode == FX_REFUSE:
+            return (
+                f"The order needs {_amount(cost)} {currency} and the account holds {_amount(have)} {currency}; "
+                f"the venue does not convert (PAPER_FX_MODE=refuse): deposit {currency} first."
+            )
+        conversion = ledger.conversion_cost(currency, cost - have)
+        if conversion is None:
+            return self._no_rate(spec)
+        paid = conversion[1]
+        if paid > ledger.cash:
+            return (
+                f"Converting {_amount(conversion[0])} {currency} for the order needs {_amount(paid)} {base}, "
+                f"the account holds {_amount(max(ledger.cash, ZERO))} {base}."
+            )
+        return None
+
+    def _requirement(
+        self, o: Order, spec: InstrumentSpec, market: MarketState | None, *, counted: Decimal
+    ) -> tuple[Decimal, Decimal, Decimal]:
+        """(amount to reserve in the base currency, qty that opens or grows a
+        position, what the opening part costs in the instrument's currency:
+        its notional for a cash product, and the fee) for what is left of
+        ``o``. ``counted``: what of ``o`` the book's working qty holds already
+        (0 for a new order)."""
         remaining = o.remaining
         if o.reduce_only:
             opening = ZERO
@@ -437,12 +552,14 @@ class PaperEngine:
             else:
                 opening = remaining
         reference = self._reference_price(o, market)
-        if reference is None:
-            return ZERO, opening
+        rate = self.ledger.rate(self.ledger.currency_of(spec))
+        if reference is None or rate is None:
+            return ZERO, opening, ZERO
         notional = reference * spec.multiplier
         fee = self.ledger.fee((remaining * notional).quantize(SCALE))
         margin = (opening * notional * self.config.margin_rate(spec.type)).quantize(SCALE)
-        return margin + fee, opening
+        cost = fee if spec.is_margin_product else (opening * notional).quantize(SCALE) + fee
+        return ((margin + fee) * rate).quantize(SCALE), opening, cost
 
     def _reference_price(self, o: Order, market: MarketState | None) -> Decimal | None:
         """The price an order's margin is counted at: its limit, its stop, or
@@ -636,9 +753,10 @@ class PaperEngine:
             if qty > allowed:
                 qty, capped = allowed, True
         buy = o.side == BUY
-        fee = self.ledger.apply_fill(o.symbol, buy, qty, price, spec)
         trade_no = self.next_trade_no
         self.next_trade_no = trade_no + 1
+        trade_id = f"PF{trade_no:06d}"
+        fee = self.ledger.apply_fill(o.symbol, buy, qty, price, spec, now=now, trade_id=trade_id)
         before = o.remaining
         filled = o.filled_qty + qty
         o.avg_fill_price = price if o.avg_fill_price is None else ((o.avg_fill_price * o.filled_qty + price * qty) / filled).quantize(SCALE)
@@ -662,7 +780,9 @@ class PaperEngine:
         else:
             o.status = PARTIALLY_FILLED
             self._changed_orders[o.no] = o
-        fill = FillEvent(f"PF{trade_no:06d}", o.broker_order_id, o.client_order_id, o.symbol, o.side, qty, price, fee, now)
+        fill = FillEvent(
+            trade_id, o.broker_order_id, o.client_order_id, o.symbol, o.side, qty, price, fee, now, self.ledger.currency_of(spec)
+        )
         self._new_fills.append(fill)
         events.append(fill)
         if capped:

@@ -16,9 +16,9 @@ class PaperAccount(models.Model):
     every change of the book takes."""
 
     account = models.OneToOneField(BrokerAccount, primary_key=True, on_delete=models.CASCADE, related_name="paper_book")
-    starting_cash = models.DecimalField(max_digits=28, decimal_places=10)
-    cash = models.DecimalField(max_digits=28, decimal_places=10)
-    fees_paid = models.DecimalField(max_digits=28, decimal_places=10, default=0)
+    starting_cash = models.DecimalField(max_digits=28, decimal_places=10, help_text="In the account's base currency.")
+    cash = models.DecimalField(max_digits=28, decimal_places=10, help_text="The base currency's balance (every balance: PaperBalance).")
+    fees_paid = models.DecimalField(max_digits=28, decimal_places=10, default=0, help_text="In the base currency, at each fill's rate.")
     next_order_no = models.PositiveBigIntegerField(default=1)
     next_trade_no = models.PositiveBigIntegerField(default=1)
     # Per symbol: the last quote the book saw and the size of it left
@@ -80,6 +80,54 @@ class PaperOrder(models.Model):
         return f"{self.broker_order_id} {self.side} {self.qty} {self.symbol} ({self.status})"
 
 
+class PaperBalance(models.Model):
+    """One currency's balance of a paper account: always the sum of its ledger entries."""
+
+    account = models.ForeignKey(PaperAccount, on_delete=models.CASCADE, related_name="balances")
+    currency = models.CharField(max_length=10)
+    amount = models.DecimalField(max_digits=28, decimal_places=10, default=0)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["account_id", "currency"]
+        constraints = [models.UniqueConstraint(fields=["account", "currency"], name="paper_balance_unique_currency")]
+
+    def __str__(self) -> str:
+        return f"{self.amount} {self.currency}"
+
+
+class LedgerEntryKind(models.TextChoices):
+    DEPOSIT = "deposit", "Deposit"
+    WITHDRAWAL = "withdrawal", "Withdrawal"
+    TRADE = "trade", "Trade"
+    FEE = "fee", "Fee"
+    FX_CONVERSION = "fx_conversion", "FX conversion"
+    REALIZED_PNL = "realized_pnl", "Realized P&L"
+
+
+class PaperLedgerEntry(models.Model):
+    """One change of one currency's balance (book.LedgerEntry), never changed
+    afterwards. ``rate``: the value of one unit of ``currency`` in the account's
+    base currency when booked; ``trade_id``: the fill it belongs to."""
+
+    account = models.ForeignKey(PaperAccount, on_delete=models.CASCADE, related_name="ledger_entries")
+    currency = models.CharField(max_length=10)
+    amount = models.DecimalField(max_digits=28, decimal_places=10)
+    kind = models.CharField(max_length=16, choices=LedgerEntryKind.choices)
+    rate = models.DecimalField(max_digits=30, decimal_places=18, null=True, blank=True)
+    trade_id = models.CharField(max_length=24, blank=True)
+    note = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["account_id", "id"]
+        verbose_name_plural = "paper ledger entries"
+        indexes = [models.Index(fields=["account", "id"], name="paper_ledger_account_id")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount} {self.currency}"
+
+
 class PaperFill(models.Model):
     account = models.ForeignKey(PaperAccount, on_delete=models.CASCADE, related_name="fills")
     order = models.ForeignKey(PaperOrder, on_delete=models.CASCADE, related_name="fills")
@@ -91,6 +139,7 @@ class PaperFill(models.Model):
     qty = models.DecimalField(max_digits=28, decimal_places=10)
     price = models.DecimalField(max_digits=28, decimal_places=10)
     fee = models.DecimalField(max_digits=28, decimal_places=10)
+    fee_currency = models.CharField(max_length=10, blank=True)
     executed_at = models.DateTimeField()
 
     class Meta:

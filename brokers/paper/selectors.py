@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+import django_filters
 from django.db import transaction
+from django.db.models import QuerySet
 
 from brokers.paper.book import MARGIN_PRODUCT_TYPES, FundsView, Order
-from brokers.paper.models import PaperFill, PaperOrder, PaperPosition
-from brokers.paper.services import paper_account_lock
+from brokers.paper.models import LedgerEntryKind, PaperFill, PaperLedgerEntry, PaperOrder, PaperPosition
+from brokers.paper.services import engine_rates_refresh, paper_account_lock
 from brokers.paper.store import book_load, order_from_row
 from marketdata.models import Instrument
 from marketdata.quotes import quotes_get
@@ -92,12 +94,40 @@ def paper_holdings(*, account_id: int) -> list[PositionView]:
 
 
 def paper_funds(*, account_id: int) -> FundsView:
-    """Cash, equity, margin and buying power, positions valued at the latest quotes.
-    Read under the book's lock so cash, positions and reservations agree."""
+    """Balances per currency; cash, equity, margin and buying power in the base
+    currency, positions valued at the latest quotes and currencies at the latest
+    FX rates (the last known when stale). Read under the book's lock so
+    balances, positions and reservations agree."""
     with transaction.atomic():
         # No order is needed, only the sum of their reservations (order margin).
         book = book_load(paper_account_lock(account_id=account_id), orders_of=())
         engine = book.engine
         held = [symbol for symbol, p in engine.positions.items() if p.qty]
         marks = {symbol: q.last for symbol, q in quotes_get(held).items()}
+        engine_rates_refresh(engine, allow_stale=True)
         return engine.funds(marks)
+
+
+def paper_ledger_entries(*, account_id: int) -> QuerySet[PaperLedgerEntry]:
+    """The account's ledger, in booking order (the id)."""
+    return PaperLedgerEntry.objects.filter(account_id=account_id).order_by("id")
+
+
+class LedgerFilter(django_filters.FilterSet):
+    """``currency``, ``kind``, and ``from`` (inclusive) / ``to`` (exclusive) on ``created_at``."""
+
+    currency = django_filters.CharFilter(field_name="currency", help_text="Exact currency code, e.g. KRW.")
+    kind = django_filters.ChoiceFilter(field_name="kind", choices=LedgerEntryKind.choices)
+
+    class Meta:
+        model = PaperLedgerEntry
+        fields = ["currency", "kind"]
+
+
+# ``from`` is a Python keyword, so the two filters are added after the class body.
+LedgerFilter.base_filters["from"] = django_filters.IsoDateTimeFilter(
+    field_name="created_at", lookup_expr="gte", help_text="created_at at or after this ISO 8601 time."
+)
+LedgerFilter.base_filters["to"] = django_filters.IsoDateTimeFilter(
+    field_name="created_at", lookup_expr="lt", help_text="created_at before this ISO 8601 time."
+)

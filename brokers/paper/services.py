@@ -2,8 +2,9 @@
 
 Each change of one account's book runs the same way: in one transaction,
 lock the PaperAccount row (``select_for_update``; created lazily with
-PAPER_STARTING_CASH), load the book into a fresh engine, change it, save what
-changed, commit. Orders come from web and Celery processes while quotes
+PAPER_STARTING_CASH and PAPER_STARTING_BALANCES), load the book into a fresh
+engine, give it the FX rates of its currencies (marketdata.fx), change it,
+save what changed, commit. Orders come from web and Celery processes while quotes
 match in the marketdata process: the row lock puts them in one order, and
 loading under the lock means no process ever works on a stale book.
 
@@ -17,6 +18,7 @@ cancel, modify) go back in the adapter's ack instead.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Collection, Iterable
 from decimal import Decimal
@@ -27,12 +29,16 @@ from django.db import transaction
 from django.db.models import Q
 
 from brokers.base import Fill, OrderRequest, OrderStatus
+from brokers.models import BrokerAccount, BrokerKind
 from brokers.paper import wire
-from brokers.paper.book import Event, FillEvent, Order, OrderRejected, StatusEvent
+from brokers.paper.book import DEPOSIT, Event, FillEvent, LedgerEntry, Order, OrderRejected, StatusEvent
 from brokers.paper.engine import PaperEngine
-from brokers.paper.models import PaperAccount, PaperOrder
+from brokers.paper.ledger import LedgerRefused
+from brokers.paper.models import PaperAccount, PaperBalance, PaperLedgerEntry, PaperOrder
 from brokers.paper.store import book_load, book_save, instrument_spec, order_from_row, to_datetime
 from brokers.registry import deliver_fills, deliver_order_updates
+from core.exceptions import InvalidInput
+from marketdata.fx import fx_rates
 from marketdata.models import Instrument
 from marketdata.quotes import quote_get, quotes_get
 from marketdata.types import Quote
@@ -40,22 +46,65 @@ from marketdata.types import Quote
 logger = logging.getLogger(__name__)
 
 
+def starting_balances(base_currency: str) -> dict[str, Decimal]:
+    """A new book's balances: PAPER_STARTING_CASH in the base currency plus
+    PAPER_STARTING_BALANCES (a base currency named there adds to it)."""
+    balances = {base_currency: Decimal(str(settings.PAPER_STARTING_CASH))}
+    for currency, amount in settings.PAPER_STARTING_BALANCES.items():
+        balances[currency] = balances.get(currency, Decimal(0)) + Decimal(amount)
+    return balances
+
+
 def paper_account_ensure(*, account_id: int) -> PaperAccount:
-    """The account's paper book, created with PAPER_STARTING_CASH when missing."""
-    cash = Decimal(str(settings.PAPER_STARTING_CASH))
-    # get_or_create survives a concurrent creation (unique pk): it reads the winner's row.
-    paper, _ = PaperAccount.objects.get_or_create(account_id=account_id, defaults={"cash": cash, "starting_cash": cash})
+    """The account's paper book, created with its starting balances (each a
+    ``deposit`` ledger entry) when missing."""
+    base = BrokerAccount.objects.filter(pk=account_id).values_list("base_currency", flat=True).get()
+    balances = starting_balances(base)
+    with transaction.atomic():
+        # get_or_create survives a concurrent creation (unique pk): it reads the winner's row.
+        paper, created = PaperAccount.objects.get_or_create(
+            account_id=account_id, defaults={"cash": balances[base], "starting_cash": balances[base]}
+        )
+        if created:
+            stamp = to_datetime(time.time())
+            PaperBalance.objects.bulk_create(
+                PaperBalance(account=paper, currency=c, amount=a, updated_at=stamp) for c, a in balances.items()
+            )
+            PaperLedgerEntry.objects.bulk_create(
+                PaperLedgerEntry(
+                    account=paper,
+                    currency=c,
+                    amount=a,
+                    kind=DEPOSIT,
+                    rate=1 if c == base else None,
+                    note="Starting balance",
+                    created_at=stamp,
+                )
+                for c, a in balances.items()
+                if a
+            )
     return paper
 
 
 def paper_account_lock(*, account_id: int) -> PaperAccount:
     """The account's paper book row, locked until the surrounding transaction
     ends (created first when missing). Call inside ``transaction.atomic()``."""
-    paper = PaperAccount.objects.select_for_update().filter(pk=account_id).first()
+    # The BrokerAccount (base currency) comes along; only the book row is locked.
+    locking = PaperAccount.objects.select_related("account").select_for_update(of=("self",))
+    paper = locking.filter(pk=account_id).first()
     if paper is None:
         paper_account_ensure(account_id=account_id)
-        paper = PaperAccount.objects.select_for_update().get(pk=account_id)
+        paper = locking.get(pk=account_id)
     return paper
+
+
+def engine_rates_refresh(engine: PaperEngine, *, allow_stale: bool = False, also: Iterable[str] = (), now: float | None = None) -> None:
+    """Give the book the FX rates of every currency it holds or trades in (and
+    ``also``; no lookup when they are all the base currency). Trading uses
+    fresh rates only; a valuation may take the last known ones."""
+    others = (engine.currencies() | set(also)) - {engine.base_currency}
+    if others:
+        engine.set_rates(fx_rates(others, engine.base_currency, allow_stale=allow_stale, now=now))
 
 
 def _refresh_marks(engine: PaperEngine) -> None:
@@ -102,6 +151,7 @@ def _run(
     after commit. ``operation`` must touch no other order. Callers hold the
     lock inside their transaction; an exception rolls all back."""
     book = book_load(paper, symbols=symbols, orders_of=orders_of, expiring_by=expiring_by)
+    engine_rates_refresh(book.engine, now=now)
     events = operation(book.engine)
     book_save(book, now)
     _report_after_commit(paper.pk, book.engine, events)
@@ -243,3 +293,26 @@ def paper_day_orders_expire(*, now: float | None = None) -> int:
     """Expire due day orders of every account (the listener does this on each
     batch; this is for callers without quotes)."""
     return paper_quotes_match([], now=now)
+
+
+def paper_ledger_adjust(*, account_id: int, currency: str, amount: Decimal, note: str = "", now: float | None = None) -> LedgerEntry:
+    """Deposit (``amount`` > 0) or withdraw (< 0) ``currency`` on a paper
+    account's ledger, booked as one ``deposit``/``withdrawal`` entry under the
+    book's lock. Raises InvalidInput for a bad currency or amount and for a
+    withdrawal that would take the balance below zero (nothing changes)."""
+    now = time.time() if now is None else now
+    code = (currency or "").strip().upper()
+    if not re.fullmatch(r"[A-Z][A-Z0-9]{1,9}", code):
+        raise InvalidInput("A currency is 2 to 10 letters or digits, e.g. KRW.", fields={"currency": ["Not a currency code."]})
+    if not BrokerAccount.objects.filter(pk=account_id, kind=BrokerKind.PAPER).exists():
+        raise InvalidInput("Only a paper account's ledger can be adjusted.", fields={"account_id": ["Not a paper account."]})
+    with transaction.atomic():
+        paper = paper_account_lock(account_id=account_id)
+        book = book_load(paper, orders_of=())
+        engine_rates_refresh(book.engine, allow_stale=True, also=[code])
+        try:
+            entry = book.engine.adjust(code, amount, now, note=note[:200])
+        except LedgerRefused as exc:
+            raise InvalidInput(exc.message, fields={"amount": [exc.message]}) from None
+        book_save(book, now)
+    return entry

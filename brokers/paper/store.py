@@ -3,8 +3,8 @@ into a PaperEngine, and write back exactly what the engine changed.
 
 Only working orders are loaded (finished ones never change again), and for
 a change of one symbol's orders only that symbol's (see book_load), with
-the positions, the market states and the instruments' terms. Callers hold the
-PaperAccount row lock (services.py) from load to save.
+the positions, the balances, the market states and the instruments' terms.
+Callers hold the PaperAccount row lock (services.py) from load to save.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from django.db.models import Q, Sum
 
 from brokers.paper.book import WORKING, ZERO, Changes, EngineConfig, InstrumentSpec, MarketState, Order, Position
 from brokers.paper.engine import PaperEngine
-from brokers.paper.models import PaperAccount, PaperFill, PaperOrder, PaperPosition
+from brokers.paper.models import PaperAccount, PaperBalance, PaperFill, PaperLedgerEntry, PaperOrder, PaperPosition
 from marketdata.models import Instrument
 
 _ORDER_UPDATE_FIELDS = [
@@ -46,6 +46,7 @@ def engine_config() -> EngineConfig:
         slippage_bps=Decimal(str(settings.PAPER_SLIPPAGE_BPS)),
         stale_seconds=float(settings.QUOTE_STALE_SECONDS),
         margin_rates={kind: Decimal(str(rate)) for kind, rate in settings.PAPER_MARGIN_RATES.items()},
+        fx_mode=settings.PAPER_FX_MODE,
     )
 
 
@@ -58,6 +59,7 @@ def instrument_spec(instrument: Instrument) -> InstrumentSpec:
         multiplier=instrument.multiplier,
         session=instrument.session,
         timezone=instrument.timezone,
+        currency=instrument.currency,
     )
 
 
@@ -211,11 +213,12 @@ def book_load(
         reserved_elsewhere = working.exclude(scope).aggregate(total=Sum("reserved"))["total"] or ZERO
     engine = PaperEngine(
         engine_config(),
-        cash=paper.cash,
         fees_paid=paper.fees_paid,
         next_order_no=paper.next_order_no,
         next_trade_no=paper.next_trade_no,
         reserved_elsewhere=reserved_elsewhere,
+        base_currency=paper.account.base_currency,
+        balances=dict(PaperBalance.objects.filter(account=paper).values_list("currency", "amount")),
     )
     book = LoadedBook(paper=paper, engine=engine)
     positions = list(PaperPosition.objects.filter(account=paper))
@@ -237,7 +240,7 @@ def book_save(book: LoadedBook, now: float) -> Changes:
     """Write what the engine changed since loading; returns those changes."""
     engine, paper = book.engine, book.paper
     changes = engine.take_changes()
-    if not (changes.orders or changes.fills or changes.positions or changes.markets):
+    if not (changes.orders or changes.fills or changes.positions or changes.markets or changes.entries):
         return changes
     new_rows: list[PaperOrder] = []
     changed_rows: list[PaperOrder] = []
@@ -269,6 +272,7 @@ def book_save(book: LoadedBook, now: float) -> Changes:
                 qty=f.qty,
                 price=f.price,
                 fee=f.fee,
+                fee_currency=f.fee_currency,
                 executed_at=to_datetime(f.time),
             )
             for f in changes.fills
@@ -287,6 +291,27 @@ def book_save(book: LoadedBook, now: float) -> Changes:
         book.position_pks.update({r.symbol: r.pk for r in new_positions if r.pk is not None})
     if changed_positions:
         PaperPosition.objects.bulk_update(changed_positions, ["qty", "avg_price", "realized_pnl", "updated_at"])
+    if changes.entries:
+        PaperLedgerEntry.objects.bulk_create(
+            PaperLedgerEntry(
+                account=paper,
+                currency=e.currency,
+                amount=e.amount,
+                kind=e.kind,
+                rate=e.rate,
+                trade_id=e.trade_id,
+                note=e.note,
+                created_at=to_datetime(e.time),
+            )
+            for e in changes.entries
+        )
+    if changes.balances:
+        PaperBalance.objects.bulk_create(
+            [PaperBalance(account=paper, currency=c, amount=amount, updated_at=stamp) for c, amount in changes.balances.items()],
+            update_conflicts=True,
+            unique_fields=["account", "currency"],
+            update_fields=["amount", "updated_at"],
+        )
     fields = ["cash", "fees_paid", "next_order_no", "next_trade_no", "updated_at"]
     paper.cash = engine.cash
     paper.fees_paid = engine.fees_paid

@@ -81,6 +81,7 @@ def fill_of_event(f: FillEvent) -> Fill:
         fee=plain(f.fee),
         executed_at=_time(f.time),
         raw={"venue": "paper"},
+        fee_currency=f.fee_currency or None,
     )
 
 
@@ -96,4 +97,5 @@ def fill_of_row(row: PaperFill) -> Fill:
         fee=plain(row.fee),
         executed_at=row.executed_at,
         raw={"venue": "paper"},
+        fee_currency=row.fee_currency or None,
     )
