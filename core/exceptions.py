@@ -84,15 +84,17 @@ def error_body(code: str, message: str, fields: Mapping[str, Any] | None = None)
     }
 
 
-def _flatten_fields(detail: Any, prefix: str = "") -> dict[str, list[str]]:
+def flatten_fields(detail: Any, prefix: str = "") -> dict[str, list[str]]:
+    """DRF error details as ``{"a.b[0].c": [messages]}``: the ``fields`` of the error shape."""
     out: dict[str, list[str]] = {}
     if isinstance(detail, Mapping):
         for key, value in detail.items():
-            name = f"{prefix}.{key}" if prefix else str(key)
-            out.update(_flatten_fields(value, name))
+            # DRF keys the errors of list items by index: {"orders": {2: {...}}}.
+            name = f"{prefix}[{key}]" if isinstance(key, int) else f"{prefix}.{key}" if prefix else str(key)
+            out.update(flatten_fields(value, name))
     elif isinstance(detail, list) and detail and all(isinstance(item, Mapping | list) for item in detail):
         for index, item in enumerate(detail):
-            out.update(_flatten_fields(item, f"{prefix}[{index}]" if prefix else f"[{index}]"))
+            out.update(flatten_fields(item, f"{prefix}[{index}]" if prefix else f"[{index}]"))
     elif isinstance(detail, list):
         out[prefix or "non_field_errors"] = [str(item) for item in detail]
     else:
@@ -126,7 +128,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = drf.ValidationError(detail=getattr(exc, "message_dict", None) or exc.messages)
 
     if isinstance(exc, drf.ValidationError):
-        fields = _flatten_fields(exc.detail)
+        fields = flatten_fields(exc.detail)
         non_field = fields.pop("non_field_errors", None)
         message = non_field[0] if non_field else "The request is not valid."
         if non_field and len(non_field) > 1:

@@ -18,7 +18,8 @@ from brokers import admin as brokers_admin  # noqa: F401  (registers BrokerAccou
 from brokers.models import BrokerAccount
 from core.exceptions import DomainError
 from oms.models import Deal, IdempotencyKey, Order, OrderEvent, Position, Source
-from oms.services.amend import order_cancel
+from oms.services.commands import Command, commands_run
+from oms.specs import OrderRef
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -90,7 +91,8 @@ class OrderAdmin(ReadOnlyAdmin):
         canceled, refused = 0, []
         for order in queryset.order_by("id"):
             try:
-                order_cancel(order=order, actor=request.user, source=Source.ADMIN)  # type: ignore[arg-type]
+                command = Command(command="cancel_order", spec=OrderRef(order_id=order.pk))
+                commands_run(account=order.account, commands=[command], actor=request.user, source=Source.ADMIN)  # type: ignore[arg-type]
             except DomainError as exc:
                 refused.append(f"#{order.pk}: {exc.message}")
             else:

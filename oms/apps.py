@@ -12,6 +12,7 @@ class OmsConfig(AppConfig):
         from oms.selectors import fills_marks
         from oms.services.fills import fills_apply
         from oms.services.lifecycle import order_apply_broker_status
+        from oms.specs.schema import command_message_schema
         from oms.streams import FundsChannel, OrdersChannel, PositionsChannel, ws_command
         from streams.registry import register_channel, register_command_handler
 
@@ -23,6 +24,6 @@ class OmsConfig(AppConfig):
         register_loops()
         for channel in (OrdersChannel(), PositionsChannel(), FundsChannel()):
             register_channel(channel)
-        register_command_handler(ws_command)
+        register_command_handler(ws_command, message_schema=command_message_schema)
         # marketdata must not import the OMS: the datafeed asks this provider for the user's fills.
         register_marks_provider(fills_marks)

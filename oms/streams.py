@@ -14,82 +14,18 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.db import transaction
+from rest_framework import serializers
 
 from accounts.models import ApiKey, User
 from brokers.models import BrokerAccount
+from oms.api.serializers import FundsSerializer, OrderSerializer, PositionSerializer
 from oms.errors import InvalidInput, NotFound
 from oms.models import OPEN_STATUSES, Order, Position, PositionStatus, Source
 from oms.payloads import order_payload, position_payload
 from oms.services.commands import commands_from_wire
 from oms.services.funds import funds_payload
+from oms.specs.schema import json_schema
 from streams.registry import ChannelHandler
-
-_DECIMAL = {"type": ["string", "null"], "description": "Decimal as a string."}
-_ORDER_SCHEMA = {
-    "type": "object",
-    "description": "An order as GET /api/v1/orders/{id} shows it (without events and deals).",
-    "properties": {
-        "id": {"type": "integer"},
-        "account_id": {"type": "integer"},
-        "client_order_id": {"type": "string"},
-        "broker_order_id": {"type": ["string", "null"]},
-        "symbol": {"type": "string"},
-        "side": {"enum": ["buy", "sell"]},
-        "order_type": {"enum": ["market", "limit", "stop", "stop_limit"]},
-        "qty": _DECIMAL,
-        "price": _DECIMAL,
-        "stop_price": _DECIMAL,
-        "time_in_force": {"enum": ["day", "gtc", "ioc"]},
-        "status": {"type": "string"},
-        "status_message": {"type": "string"},
-        "filled_qty": _DECIMAL,
-        "avg_fill_price": _DECIMAL,
-        "strategy_id": {"type": "string"},
-        "position_id": {"type": ["integer", "null"]},
-        "reduce_only": {"type": "boolean"},
-        "source": {"type": "string"},
-        "created_at": {"type": "string", "format": "date-time"},
-        "updated_at": {"type": "string", "format": "date-time"},
-    },
-}
-_POSITION_SCHEMA = {
-    "type": "object",
-    "description": "A position as GET /api/v1/accounts/{id}/positions shows it.",
-    "properties": {
-        "id": {"type": "integer"},
-        "account_id": {"type": "integer"},
-        "symbol": {"type": "string"},
-        "strategy_id": {"type": "string"},
-        "side": {"enum": ["long", "short"]},
-        "qty": _DECIMAL,
-        "avg_price": _DECIMAL,
-        "multiplier": _DECIMAL,
-        "realized_pnl": _DECIMAL,
-        "unrealized_pnl": _DECIMAL,
-        "last_price": _DECIMAL,
-        "status": {"enum": ["open", "closed"]},
-        "opened_at": {"type": "string", "format": "date-time"},
-        "closed_at": {"type": ["string", "null"], "format": "date-time"},
-        "updated_at": {"type": "string", "format": "date-time"},
-        "currency": {"type": "string", "description": "The instrument's: P&L, fees and prices are in it."},
-        "max_qty": _DECIMAL,
-        "avg_open_price": _DECIMAL,
-        "avg_close_price": _DECIMAL,
-        "fees": _DECIMAL,
-    },
-}
-_FUNDS_SCHEMA = {
-    "type": ["object", "null"],
-    "description": "Funds as GET /api/v1/accounts/{id}/funds shows them; null while the broker does not answer.",
-    "properties": {
-        "account_id": {"type": "integer"},
-        "currency": {"type": "string"},
-        "cash": _DECIMAL,
-        "margin_used": _DECIMAL,
-        "margin_available": _DECIMAL,
-        "equity": _DECIMAL,
-    },
-}
 
 
 class AccountChannel(ChannelHandler):
@@ -99,7 +35,9 @@ class AccountChannel(ChannelHandler):
     seq_field = ""
     snapshot_description = ""
     update_description = ""
-    payload_schema: dict[str, Any] = {}
+    # The wire form's serializer (the REST schema's): its JSON Schema is the payload's.
+    payload_serializer: type[serializers.Serializer]
+    nullable = False
 
     def account_id(self, channel: str) -> int:
         rest = channel.partition(":")[2]
@@ -146,15 +84,19 @@ class AccountChannel(ChannelHandler):
                     "message": {
                         "oneOf": [
                             {"name": "snapshot", "summary": self.snapshot_description, "payload": self.snapshot_schema()},
-                            {"name": "update", "summary": self.update_description, "payload": self.payload_schema},
+                            {"name": "update", "summary": self.update_description, "payload": self.payload_schema()},
                         ]
                     }
                 },
             }
         }
 
+    def payload_schema(self) -> dict[str, Any]:
+        schema = json_schema(self.payload_serializer)
+        return {"oneOf": [schema, {"type": "null"}]} if self.nullable else schema
+
     def snapshot_schema(self) -> dict[str, Any]:
-        return {"type": "array", "items": self.payload_schema}
+        return {"type": "array", "items": self.payload_schema()}
 
 
 def _owns(user: User, account_id: int) -> bool:
@@ -167,7 +109,7 @@ class OrdersChannel(AccountChannel):
     description = "The account's orders."
     snapshot_description = "The open (non-final) orders."
     update_description = "One order after a change (final states included: drop it from the open list)."
-    payload_schema = _ORDER_SCHEMA
+    payload_serializer = OrderSerializer
 
     def state(self, account: BrokerAccount) -> Any:
         return [order_payload(o) for o in Order.objects.filter(account=account, status__in=OPEN_STATUSES).order_by("id")]
@@ -179,7 +121,7 @@ class PositionsChannel(AccountChannel):
     description = "The account's positions with P&L."
     snapshot_description = "The open positions."
     update_description = "One position after a deal or a re-mark (closed ones included: drop it from the open list)."
-    payload_schema = _POSITION_SCHEMA
+    payload_serializer = PositionSerializer
 
     def state(self, account: BrokerAccount) -> Any:
         return [position_payload(p) for p in Position.objects.filter(account=account, status=PositionStatus.OPEN).order_by("id")]
@@ -191,7 +133,8 @@ class FundsChannel(AccountChannel):
     description = "The account's cash, margin and equity."
     snapshot_description = "The funds now (null while the broker does not answer)."
     update_description = "The funds after a change."
-    payload_schema = _FUNDS_SCHEMA
+    payload_serializer = FundsSerializer
+    nullable = True  # while the broker does not answer
 
     def read_snapshot(self, user: User, account_id: int) -> tuple[int, Any]:
         # The broker is asked after the sequence is read, never inside the
@@ -203,7 +146,7 @@ class FundsChannel(AccountChannel):
         return account
 
     def snapshot_schema(self) -> dict[str, Any]:
-        return self.payload_schema
+        return self.payload_schema()
 
 
 async def ws_command(user: User, api_key: ApiKey | None, frame: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 
 from streams.frames import CLOSE_CODES
-from streams.registry import channel_handlers
+from streams.registry import channel_handlers, command_message_schema
 
 _ERROR = {
     "type": "object",
@@ -34,12 +34,6 @@ CLIENT_OPS: dict[str, dict[str, Any]] = {
     "bars.unsubscribe": {"symbol": {"type": "string"}, "resolution": {"type": "string"}},
     "ping": {"data": {}},
     "pong": {"data": {"description": "The data of the server's ping, echoed."}},
-    "command": {
-        "account_id": {"type": "integer"},
-        "command": {"type": "string"},
-        "request_id": {"type": "string"},
-        "payload": {"type": "object"},
-    },
 }
 
 SERVER_TYPES = ["hello", "subscribed", "unsubscribed", "snapshot", "update", "ack", "error", "ping", "pong"]
@@ -57,6 +51,9 @@ def document() -> dict[str, Any]:
         }
         for op, fields in CLIENT_OPS.items()
     }
+    command = command_message_schema()  # the OMS's command specs, when it is installed
+    if command is not None:
+        client_messages["op.command"] = {"name": "command", "payload": command}
     server_messages = {
         f"type.{kind}": {
             "name": kind,

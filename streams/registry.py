@@ -54,6 +54,7 @@ CommandHandler = Callable[[User, ApiKey | None, dict[str, Any]], Awaitable[dict[
 
 _handlers: dict[str, ChannelHandler] = {}
 _command_handler: CommandHandler | None = None
+_command_schema: Callable[[], dict[str, Any]] | None = None
 
 
 def register_channel(handler: ChannelHandler) -> ChannelHandler:
@@ -70,11 +71,17 @@ def channel_handlers() -> dict[str, ChannelHandler]:
     return dict(_handlers)
 
 
-def register_command_handler(handler: CommandHandler) -> None:
-    """The OMS registers the function that runs ``{"op": "command"}`` frames."""
-    global _command_handler
-    _command_handler = handler
+def register_command_handler(handler: CommandHandler, *, message_schema: Callable[[], dict[str, Any]] | None = None) -> None:
+    """The OMS registers the function that runs ``{"op": "command"}`` frames,
+    and the JSON Schema of those frames (derived from its command specs)."""
+    global _command_handler, _command_schema
+    _command_handler, _command_schema = handler, message_schema
 
 
 def command_handler() -> CommandHandler | None:
     return _command_handler
+
+
+def command_message_schema() -> dict[str, Any] | None:
+    """The registered ``command`` frame schema (None: no commands here)."""
+    return None if _command_schema is None else _command_schema()

@@ -80,6 +80,20 @@ def tasks_in_process() -> Iterator[None]:
         app.conf.task_always_eager, app.conf.task_eager_propagates = saved
 
 
+def order_spec(**payload: Any) -> Any:
+    """A send_order payload parsed by its spec, as every entry point does."""
+    from oms.specs import SendOrderPayload, spec_parse
+
+    return spec_parse(SendOrderPayload, payload)
+
+
+def change_spec(order: Any, **payload: Any) -> Any:
+    """A change_order payload for ``order``, parsed by its spec."""
+    from oms.specs import OrderChangeBody, spec_parse
+
+    return spec_parse(OrderChangeBody, payload, context={"order_id": order.pk})
+
+
 def send(account: Any, *, actor: Any = None, source: str = "rest", **payload: Any) -> Order:
     from oms.services.send import order_send
 
@@ -87,7 +101,7 @@ def send(account: Any, *, actor: Any = None, source: str = "rest", **payload: An
     payload.setdefault("side", "buy")
     payload.setdefault("order_type", "market")
     payload.setdefault("qty", "1")
-    order = order_send(account=account, actor=actor, source=source, **payload)
+    order = order_send(account=account, actor=actor, source=source, spec=order_spec(**payload))
     order.refresh_from_db()
     return order
 

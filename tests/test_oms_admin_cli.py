@@ -23,7 +23,7 @@ from marketdata.types import Quote
 from oms.models import Deal, Order, OrderEvent, Position
 from oms.services.send import order_send
 from tests.fakes import FakeVenue
-from tests.oms_support import venue_registered
+from tests.oms_support import order_spec, venue_registered
 
 pytestmark = pytest.mark.django_db
 
@@ -77,7 +77,7 @@ def run_on_commit(django_capture_on_commit_callbacks):
 def working_order(account: BrokerAccount, run_on_commit: Any, **payload: Any) -> Order:
     fields = {"symbol": "AAPL", "side": "buy", "order_type": "limit", "qty": "5", "price": "90.00", **payload}
     with run_on_commit():
-        order = order_send(account=account, actor=None, source="rest", **fields)
+        order = order_send(account=account, actor=None, source="rest", spec=order_spec(**fields))
     order.refresh_from_db()
     return order
 

@@ -28,7 +28,7 @@ from marketdata.services import instrument_upsert
 from marketdata.types import Quote
 from oms.models import Deal, IdempotencyKey, Order, OrderEvent, Position
 from oms.payloads import deal_payload, order_payload, position_payload
-from oms.services.commands import Command, command_check, fingerprint
+from oms.services.commands import command_for, fingerprint
 from tests.fakes import FakeVenue
 from tests.oms_support import venue_registered
 
@@ -366,7 +366,7 @@ def test_idempotency_key_on_the_commands_route_and_in_flight(api, venue, account
     replay = api.post("/api/v1/oms/commands", command, **{"Idempotency-Key": "cmd-1"})
     assert replay.status_code == 202 and replay["Idempotent-Replayed"] == "true" and replay.json() == first.json()
     # A key claimed by a request that has not finished yet.
-    claimed = fingerprint([command_check(Command(command="send_order", payload=dict(LIMIT)))], "object")
+    claimed = fingerprint([command_for(account=account, command="send_order", payload=dict(LIMIT))], "object")
     IdempotencyKey.objects.create(account=account, key="cmd-2", fingerprint=claimed)
     error(api.post("/api/v1/oms/commands", command, **{"Idempotency-Key": "cmd-2"}), 409, "idempotency_in_flight")
     assert Order.objects.count() == 1

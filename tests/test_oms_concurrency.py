@@ -19,11 +19,11 @@ from oms.errors import Conflict
 from oms.models import Order, Position
 from oms.services.amend import order_cancel
 from oms.services.closing import position_close
-from oms.services.commands import Command, command_check, commands_run
+from oms.services.commands import command_for, commands_run
 from oms.services.fills import fill_apply
 from oms.services.send import order_send, order_submit
 from tests.fakes import FakeVenue
-from tests.oms_support import NO_LIMITS, make_account, make_instruments, venue_registered
+from tests.oms_support import NO_LIMITS, make_account, make_instruments, order_spec, venue_registered
 
 pytestmark = [
     pytest.mark.postgres,
@@ -77,9 +77,8 @@ def run_threads(count: int, work: Callable[[int], Any]) -> list[tuple[str, Any]]
 
 def test_fifty_requests_with_one_idempotency_key_make_exactly_one_order(account, venue):
     def request(i: int):
-        command = command_check(
-            Command(command="send_order", payload={"symbol": "AAA", "side": "buy", "order_type": "limit", "qty": "1", "price": "90"})
-        )
+        payload = {"symbol": "AAA", "side": "buy", "order_type": "limit", "qty": "1", "price": "90"}
+        command = command_for(account=account, command="send_order", payload=payload)
         return commands_run(account=account, commands=[command], actor=None, source="rest", idempotency_key="same-key")
 
     results = run_threads(50, request)
@@ -136,7 +135,12 @@ def test_orders_from_twenty_threads_take_gap_free_stream_sequences(account, monk
 
     def sender(i: int):
         return [
-            order_send(account=account, actor=None, source="rest", symbol="AAA", side="buy", order_type="limit", qty="1", price="90")
+            order_send(
+                account=account,
+                actor=None,
+                source="rest",
+                spec=order_spec(symbol="AAA", side="buy", order_type="limit", qty="1", price="90"),
+            )
             for _ in range(per_thread)
         ]
 
@@ -153,7 +157,9 @@ def test_orders_from_twenty_threads_take_gap_free_stream_sequences(account, monk
 def test_a_cancel_racing_the_senders_claim_never_leaves_a_canceled_order_live_at_the_broker(account, venue, monkeypatch):
     monkeypatch.setattr("oms.services.send.enqueue_submit", lambda ids: None)
     orders = [
-        order_send(account=account, actor=None, source="rest", symbol="AAA", side="buy", order_type="limit", qty="1", price="90")
+        order_send(
+            account=account, actor=None, source="rest", spec=order_spec(symbol="AAA", side="buy", order_type="limit", qty="1", price="90")
+        )
         for _ in range(25)
     ]
 

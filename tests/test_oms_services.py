@@ -22,7 +22,7 @@ from oms.errors import Conflict, InvalidInput, NotFound, RiskRejected, TradingDi
 from oms.models import Deal, DealKind, Order, OrderEvent, Position, PositionStatus
 from oms.services.amend import order_cancel, order_change
 from oms.services.closing import position_close
-from oms.services.commands import Command, command_check, commands_run
+from oms.services.commands import command_for, commands_run
 from oms.services.funds import funds_fetch
 from oms.services.positions import deals_reassign, position_close_by, positions_rebuild
 from oms.services.reconcile import account_reconcile
@@ -32,8 +32,10 @@ from tests.fakes import FakeBroker, FakeVenue
 from tests.oms_support import (
     NO_LIMITS,
     NoClientIdVenue,
+    change_spec,
     make_account,
     make_instruments,
+    order_spec,
     placed_counts,
     send,
     set_quote,
@@ -170,7 +172,8 @@ def test_a_timeout_makes_the_order_unknown_and_it_is_never_sent_again(account, v
 def test_a_broker_without_an_adapter_leaves_the_order_for_the_sweeper_without_failing_the_request(account):
     # No adapter for "kis" here: BrokerUnavailable. Eager Celery used to retry
     # 20 times inside on_commit and raise into the committed request.
-    command = command_check(Command(command="send_order", payload={"symbol": "AAA", "side": "buy", "order_type": "market", "qty": "1"}))
+    payload = {"symbol": "AAA", "side": "buy", "order_type": "market", "qty": "1"}
+    command = command_for(account=account, command="send_order", payload=payload)
     outcome = commands_run(account=account, commands=[command], actor=None, source="rest", idempotency_key="k-1")
     assert outcome.status_code == 202
     order = Order.objects.get()
@@ -296,7 +299,7 @@ def test_a_canceled_unsent_order_is_never_sent(account, venue, no_send):
 
 def test_cancel_and_change_of_a_working_order(account, venue):
     order = send(account, order_type="limit", price="100", qty="5")
-    changed = order_change(order=order, actor=None, source="rest", qty="8", price="101")
+    changed = order_change(order=order, actor=None, source="rest", spec=change_spec(order, qty="8", price="101"))
     changed.refresh_from_db()
     assert (changed.status, changed.qty, changed.price) == ("new", D(8), D(101))
     canceled = order_cancel(order=changed, actor=None, source="rest")
@@ -522,9 +525,9 @@ def test_the_kill_switch_refuses_sends_but_allows_cancels(account, venue):
 
 def test_invalid_orders_are_refused_before_anything_is_written(account, venue):
     with pytest.raises(InvalidInput):
-        order_send(account=account, actor=None, source="rest", symbol="AAA", side="buy", order_type="limit", qty="1")
+        order_send(account=account, actor=None, source="rest", spec=order_spec(symbol="AAA", side="buy", order_type="limit", qty="1"))
     with pytest.raises(InvalidInput):
-        order_send(account=account, actor=None, source="rest", symbol="NOPE", side="buy", order_type="market", qty="1")
+        order_send(account=account, actor=None, source="rest", spec=order_spec(symbol="NOPE", side="buy", order_type="market", qty="1"))
     assert not Order.objects.exists()
 
 
@@ -589,7 +592,9 @@ def test_a_real_celery_worker_sends_the_order_enqueued_after_commit(celery_worke
 
     account = make_account(alice, kind="paper", label="paper")
     set_quote("AAA", "100")
-    order = order_send(account=account, actor=None, source="rest", symbol="AAA", side="buy", order_type="limit", qty="1", price="50")
+    order = order_send(
+        account=account, actor=None, source="rest", spec=order_spec(symbol="AAA", side="buy", order_type="limit", qty="1", price="50")
+    )
     assert order.status == "pending_new"  # the answer of the request: sending is the worker's job
     deadline = time.monotonic() + 30
     while order.status == "pending_new" and time.monotonic() < deadline:

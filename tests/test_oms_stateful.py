@@ -50,6 +50,7 @@ from oms.services.sweeper import orders_sweep
 from tests.oms_support import (
     NO_LIMITS,
     ModifyingVenue,
+    change_spec,
     deals_cash,
     fills_cash,
     make_account,
@@ -146,7 +147,7 @@ class OmsMachine(RuleBasedStateMachine):
         order = Order.objects.get(pk=order_id)
         price = str(PRICES[order.symbol][price_index]) if order.order_type == "limit" else None
         with suppress(Conflict, InvalidInput):
-            order_change(order=order, actor=None, source="rest", qty=str(qty), price=price)
+            order_change(order=order, actor=None, source="rest", spec=change_spec(order, qty=str(qty), price=price))
 
     @rule(mode=st.sampled_from(["ack", "fill"]))
     def close_a_position(self, mode):

@@ -44,7 +44,13 @@ from oms.services.send import order_send
 from oms.streams import FundsChannel, OrdersChannel, PositionsChannel
 from streams.asyncapi import document
 from tests.fakes import FakeVenue
+from tests.oms_support import order_spec
 from tests.servers import ServerProcess
+
+
+def _send_market(account, actor, market):
+    return order_send(account=account, actor=actor, source="rest", spec=order_spec(**market))
+
 
 # Upper bounds for a loaded 2-core CI machine, where the Celery worker may take
 # seconds to send; a healthy run finishes far sooner.
@@ -346,7 +352,7 @@ def test_ws_command_refusals_and_idempotency(live_server_process, alice_key, pap
 
     frames = run(scenario())
     assert_error(frames["bad-qty"], "validation_error", "bad-qty")
-    assert "qty" in frames["bad-qty"]["data"]["error"]["fields"]
+    assert "payload.qty" in frames["bad-qty"]["data"]["error"]["fields"]  # the path in the frame
     assert_error(frames["unknown"], "validation_error", "unknown")
     assert_error(frames["no-such"], "validation_error", "no-such")
     assert_error(frames["bad-key"], "validation_error", "bad-key")
@@ -441,7 +447,7 @@ def test_fills_move_the_positions_and_funds_channels_gap_free(fresh_channel_laye
                 assert (await comm.receive_json_from(timeout=RECV_TIMEOUT))["type"] == "subscribed"
                 snapshots[channel] = await comm.receive_json_from(timeout=RECV_TIMEOUT)
             for _ in range(3):
-                await database_sync_to_async(order_send)(account=account, actor=alice, source="rest", **market)
+                await database_sync_to_async(_send_market)(account, alice, market)
             frames = []
             while not await comm.receive_nothing(timeout=0.5, interval=0.01):
                 frames.append(await comm.receive_json_from(timeout=RECV_TIMEOUT))

@@ -8,7 +8,8 @@ from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.openapi import AutoSchema
 from rest_framework import serializers
 
-from oms.api.serializers import CommandResultSerializer, CommandSerializer
+from oms.api.serializers import CommandResultSerializer
+from oms.specs.schema import COMMAND_ENVELOPES
 
 
 class CommandOrBatchSerializer(serializers.Serializer):
@@ -19,19 +20,21 @@ class CommandResultOrBatchSerializer(serializers.Serializer):
     """Schema only: a result object for an object, an array for an array."""
 
 
-class _OneOrMany(OpenApiSerializerExtension):
-    item: type[serializers.Serializer]
+class CommandOrBatchExtension(OpenApiSerializerExtension):
+    target_class = CommandOrBatchSerializer
 
     def map_serializer(self, auto_schema: AutoSchema, direction: Any) -> dict[str, Any]:
-        item = auto_schema.resolve_serializer(self.item, direction).ref
+        refs = {name: auto_schema.resolve_serializer(envelope, direction).ref for name, envelope in COMMAND_ENVELOPES.items()}
+        item = {
+            "oneOf": list(refs.values()),
+            "discriminator": {"propertyName": "command", "mapping": {name: ref["$ref"] for name, ref in refs.items()}},
+        }
         return {"oneOf": [item, {"type": "array", "items": item, "minItems": 1}]}
 
 
-class CommandOrBatchExtension(_OneOrMany):
-    target_class = CommandOrBatchSerializer
-    item = CommandSerializer
-
-
-class CommandResultOrBatchExtension(_OneOrMany):
+class CommandResultOrBatchExtension(OpenApiSerializerExtension):
     target_class = CommandResultOrBatchSerializer
-    item = CommandResultSerializer
+
+    def map_serializer(self, auto_schema: AutoSchema, direction: Any) -> dict[str, Any]:
+        item = auto_schema.resolve_serializer(CommandResultSerializer, direction).ref
+        return {"oneOf": [item, {"type": "array", "items": item, "minItems": 1}]}

@@ -2,8 +2,8 @@
 
 Output: the wire forms of ``oms.payloads`` (the same fields and values as the
 WebSocket updates); the serializer fields only describe them for the schema.
-Input: commands are validated by ``oms.services.commands`` (one rule for REST,
-WebSocket and CLI); the serializers here check the body's shape and document it.
+Input: the command specs of ``oms.specs`` (one per payload, the same for
+REST, WebSocket, admin and CLI) parse and document every request body.
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ from typing import Any, ClassVar
 
 from rest_framework import serializers
 
-from core.serializers import StrictSerializer
 from oms.models import DealKind, OrderStatus, OrderType, PositionSide, PositionStatus, Side, Source, TimeInForce
 from oms.payloads import deal_payload, order_payload, position_payload
-from oms.services.commands import MAX_BATCH, PAYLOAD_FIELDS
+from oms.specs import PAYLOAD_SPECS
 
 
 def _decimal(**kwargs: Any) -> serializers.DecimalField:
@@ -182,7 +181,7 @@ class CommandErrorSerializer(ErrorDetailSerializer):
 
 class CommandResultSerializer(serializers.Serializer):
     request_id = serializers.CharField(allow_null=True, help_text="The request_id of the command, echoed.")
-    command = serializers.ChoiceField(choices=list(PAYLOAD_FIELDS))
+    command = serializers.ChoiceField(choices=list(PAYLOAD_SPECS))
     ok = serializers.BooleanField()
     order_id = serializers.IntegerField(allow_null=True)
     client_order_id = serializers.CharField(allow_null=True)
@@ -192,51 +191,3 @@ class CommandResultSerializer(serializers.Serializer):
     order_ids = serializers.ListField(
         child=serializers.IntegerField(), required=False, help_text="cancel_all, flatten_all: orders touched."
     )
-
-
-class SendOrderSerializer(StrictSerializer):
-    """A ``send_order`` payload (validated by the OMS against the instrument)."""
-
-    symbol = serializers.CharField()
-    side = serializers.ChoiceField(choices=Side.choices)
-    order_type = serializers.ChoiceField(choices=OrderType.choices)
-    qty = serializers.CharField(help_text="Decimal string; a multiple of the lot size, > 0.")
-    price = serializers.CharField(required=False, allow_null=True, help_text="limit and stop_limit only; on the tick size.")
-    stop_price = serializers.CharField(required=False, allow_null=True, help_text="stop and stop_limit only; on the tick size.")
-    time_in_force = serializers.ChoiceField(choices=TimeInForce.choices, required=False, default=TimeInForce.GTC)
-    strategy_id = serializers.CharField(required=False, allow_blank=True, max_length=64)
-    position_id = serializers.IntegerField(required=False, allow_null=True, help_text="Hedging accounts: the position to add to/reduce.")
-    reduce_only = serializers.BooleanField(required=False, default=False)
-    client_order_id = serializers.CharField(required=False, max_length=36, help_text="Unique per account; generated when absent.")
-
-
-class CommandSerializer(StrictSerializer):
-    """The command envelope of ``POST /oms/commands`` and the WebSocket ``command`` op."""
-
-    account_id = serializers.IntegerField()
-    command = serializers.ChoiceField(choices=list(PAYLOAD_FIELDS))
-    request_id = serializers.CharField(required=False, allow_null=True)
-    payload = serializers.DictField(required=False, help_text="The command's fields (see the REST conventions); unknown ones are refused.")
-
-
-class BatchOrdersSerializer(StrictSerializer):
-    orders = serializers.ListField(child=serializers.DictField(), min_length=1, max_length=MAX_BATCH, help_text="send_order payloads.")
-
-
-class OrderChangeSerializer(StrictSerializer):
-    """Any of the three; decimals as strings."""
-
-    qty = serializers.CharField(required=False, allow_null=True)
-    price = serializers.CharField(required=False, allow_null=True)
-    stop_price = serializers.CharField(required=False, allow_null=True)
-
-
-class EmptySerializer(StrictSerializer):
-    """``{}`` or no body."""
-
-
-class ReassignSerializer(StrictSerializer):
-    account_id = serializers.IntegerField()
-    deal_ids = serializers.ListField(child=serializers.IntegerField(), min_length=1, max_length=MAX_BATCH)
-    target_strategy_id = serializers.CharField(required=False, allow_blank=True, max_length=64)
-    target_position_id = serializers.IntegerField(required=False, allow_null=True)

@@ -31,8 +31,18 @@ from oms.api.csv import csv_response
 from oms.api.schema import CommandOrBatchSerializer, CommandResultOrBatchSerializer
 from oms.errors import InvalidInput
 from oms.models import Deal, Order, Position, Source
-from oms.services.commands import Command, Outcome, account_for_user, command_check, commands_from_wire, commands_run
+from oms.services.commands import Command, Outcome, account_for_user, command_for, commands_from_wire, commands_run
 from oms.services.funds import funds_payload
+from oms.specs import (
+    BatchOrdersPayload,
+    EmptyPayload,
+    OrderChangeBody,
+    OrderRef,
+    ReassignBody,
+    SendOrderPayload,
+    spec_context,
+    spec_parse,
+)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -63,22 +73,11 @@ def _command_response(outcome: Outcome) -> Response:
     return Response(outcome.body, status=outcome.status_code, headers=headers)
 
 
-def _route_command(name: str, body: Any, *, allowed: frozenset[str] | None = None, **route: Any) -> Command:
+def _route_command(name: str, body: Any, account: BrokerAccount, **context: Any) -> Command:
     """A command from an account-scoped route: the body is the payload without
-    the envelope; ``route`` adds what the path names (the order id)."""
-    if body is None:
-        body = {}
-    if not isinstance(body, dict):
-        raise InvalidInput("The body is a JSON object.", fields={"non_field_errors": ["A JSON object is required."]})
-    refused = set(body) - allowed if allowed is not None else set(body) & set(route)
-    if refused:
-        raise InvalidInput("Unknown fields.", fields={k: ["Unknown field."] for k in sorted(refused)})
-    try:
-        return command_check(Command(command=name, payload={**body, **route}))
-    except InvalidInput as exc:
-        # The body is the payload here: name its fields as the client sent them.
-        exc.fields = {k.removeprefix("payload."): v for k, v in exc.fields.items()}
-        raise
+    the envelope (errors name its fields as sent); ``context`` adds what the
+    path names (the order id)."""
+    return command_for(account=account, command=name, payload=body, context=context)
 
 
 def _run(request: Request, account: BrokerAccount, commands: list[Command], *, shape: str = "object") -> Response:
@@ -94,7 +93,7 @@ def _run(request: Request, account: BrokerAccount, commands: list[Command], *, s
 
 
 def _empty_body(request: Request) -> None:
-    s.EmptySerializer(data=request.data if request.data is not None else {}).is_valid(raise_exception=True)
+    spec_parse(EmptyPayload, request.data if request.data is not None else {})
 
 
 def _account(request: Request, account_id: int) -> BrokerAccount:
@@ -131,17 +130,16 @@ class ReassignView(APIView):
 
     @extend_schema(
         operation_id="oms_reassign",
-        request=s.ReassignSerializer,
+        request=ReassignBody,
         parameters=[_IDEMPOTENCY],
         responses={202: _COMMAND_RESULT, **_ERRORS},
         description="Move deals to another strategy and/or position (internal reassign bookings; the deals stay).",
     )
     def post(self, request: Request) -> Response:
-        data = s.ReassignSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        values = dict(data.validated_data)
-        account = _account(request, values.pop("account_id"))
-        return _run(request, account, [command_check(Command(command="reassign", payload=values))])
+        parsed = spec_parse(ReassignBody, request.data)
+        account = _account(request, parsed.account_id)
+        original = {k: v for k, v in request.data.items() if k != "account_id"}
+        return _run(request, account, [Command(command="reassign", spec=parsed.spec, original=original)])
 
 
 # --- lists -------------------------------------------------------------------------------------
@@ -279,14 +277,14 @@ class AccountOrdersView(_CsvAware, _ListView):
 
     @extend_schema(
         operation_id="accounts_orders_send",
-        request=s.SendOrderSerializer,
+        request=SendOrderPayload,
         parameters=[_IDEMPOTENCY],
         responses={202: _COMMAND_RESULT, **_ERRORS},
         description="send_order: written as pending_new and committed before it is sent to the broker.",
     )
     def post(self, request: Request, pk: int) -> Response:
         account = _account(request, pk)
-        return _run(request, account, [_route_command("send_order", request.data)])
+        return _run(request, account, [_route_command("send_order", request.data, account)])
 
 
 class AccountBatchOrdersView(APIView):
@@ -294,24 +292,17 @@ class AccountBatchOrdersView(APIView):
 
     @extend_schema(
         operation_id="accounts_batch_orders",
-        request=s.BatchOrdersSerializer,
+        request=BatchOrdersPayload,
         parameters=[_IDEMPOTENCY],
         responses={202: _COMMAND_RESULTS, **_ERRORS},
         description="Several send_order payloads, atomic: one invalid, none written (422 naming orders[i]).",
     )
     def post(self, request: Request, pk: int) -> Response:
         account = _account(request, pk)
-        data = s.BatchOrdersSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        commands: list[Command] = []
-        errors: dict[str, Any] = {}
-        for index, payload in enumerate(data.validated_data["orders"]):
-            try:
-                commands.append(_route_command("send_order", payload))
-            except InvalidInput as exc:
-                errors.update({f"orders[{index}].{k}": v for k, v in exc.fields.items()} or {f"orders[{index}]": [exc.message]})
-        if errors:
-            raise InvalidInput("An order of the batch is not valid; none was sent.", fields=errors)
+        specs = spec_parse(
+            BatchOrdersPayload, request.data, context=spec_context(account), message="An order of the batch is not valid; none was sent."
+        )
+        commands = [Command(command="send_order", spec=spec, original=raw) for spec, raw in zip(specs, request.data["orders"], strict=True)]
         return _run(request, account, commands, shape="array")
 
 
@@ -327,14 +318,15 @@ class OrderCancelView(APIView):
 
     @extend_schema(
         operation_id="orders_cancel",
-        request=s.EmptySerializer,
+        request=EmptyPayload,
         parameters=[_IDEMPOTENCY],
         responses={202: _COMMAND_RESULT, **_ERRORS},
         description="cancel_order (allowed while trading is disabled). 409 when the order is final or still on its way.",
     )
     def post(self, request: Request, pk: int) -> Response:
         order = selectors.order_for_user(user=request.user, order_id=pk)  # type: ignore[arg-type]
-        command = _route_command("cancel_order", request.data, allowed=frozenset(), order_id=order.pk)
+        _empty_body(request)
+        command = Command(command="cancel_order", spec=OrderRef(order_id=order.pk), original={"order_id": order.pk})
         return _run(request, order.account, [command])
 
 
@@ -343,14 +335,15 @@ class OrderChangeView(APIView):
 
     @extend_schema(
         operation_id="orders_change",
-        request=s.OrderChangeSerializer,
+        request=OrderChangeBody,
         parameters=[_IDEMPOTENCY],
         responses={202: _COMMAND_RESULT, **_ERRORS},
         description="change_order: a new qty, price and/or stop_price of a working order.",
     )
     def post(self, request: Request, pk: int) -> Response:
         order = selectors.order_for_user(user=request.user, order_id=pk)  # type: ignore[arg-type]
-        command = _route_command("change_order", request.data, allowed=frozenset({"qty", "price", "stop_price"}), order_id=order.pk)
+        spec = spec_parse(OrderChangeBody, request.data if request.data is not None else {}, context={"order_id": order.pk})
+        command = Command(command="change_order", spec=spec, original={**request.data, "order_id": order.pk})
         return _run(request, order.account, [command])
 
 
@@ -395,7 +388,7 @@ class AccountFundsView(APIView):
 class AccountSyncView(APIView):
     @extend_schema(
         operation_id="accounts_sync",
-        request=s.EmptySerializer,
+        request=EmptyPayload,
         responses={202: s.SyncQueuedSerializer, 503: s.ErrorSerializer, **_ERRORS},
         description="Queue a reconciliation of the account with its broker.",
     )
@@ -415,14 +408,14 @@ class AccountCancelAllView(APIView):
 
     @extend_schema(
         operation_id="accounts_cancel_all",
-        request=s.EmptySerializer,
+        request=EmptyPayload,
         parameters=[_IDEMPOTENCY],
         responses={202: _COMMAND_RESULT, **_ERRORS},
         description="cancel_all: ask to cancel every working order (allowed while trading is disabled).",
     )
     def post(self, request: Request, pk: int) -> Response:
         account = _account(request, pk)
-        return _run(request, account, [_route_command("cancel_all", request.data, allowed=frozenset())])
+        return _run(request, account, [_route_command("cancel_all", request.data, account)])
 
 
 class AccountFlattenView(APIView):
@@ -430,11 +423,11 @@ class AccountFlattenView(APIView):
 
     @extend_schema(
         operation_id="accounts_flatten",
-        request=s.EmptySerializer,
+        request=EmptyPayload,
         parameters=[_IDEMPOTENCY],
         responses={202: _COMMAND_RESULT, **_ERRORS},
         description="flatten_all: cancel working orders, then close every open position with a market order.",
     )
     def post(self, request: Request, pk: int) -> Response:
         account = _account(request, pk)
-        return _run(request, account, [_route_command("flatten_all", request.data, allowed=frozenset())])
+        return _run(request, account, [_route_command("flatten_all", request.data, account)])

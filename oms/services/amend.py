@@ -17,7 +17,7 @@ from oms.models import FINAL_STATUSES, OPEN_STATUSES, Order, OrderStatus, OrderT
 from oms.services.enqueue import enqueue_cancel, enqueue_change
 from oms.services.lifecycle import order_apply_ack, order_fill_status, order_transition
 from oms.services.tx import AccountTx
-from oms.services.validation import to_decimal
+from oms.specs import ChangeSpec, instrument_errors
 
 logger = logging.getLogger(__name__)
 
@@ -84,11 +84,9 @@ def order_cancel_at_broker(*, order_id: int) -> None:
     order_apply_ack(order_id=order_id, ack=ack)
 
 
-def order_change(*, order: Order, actor: User | None, source: str, qty: Any = None, price: Any = None, stop_price: Any = None) -> Order:
+def order_change(*, order: Order, spec: ChangeSpec, actor: User | None, source: str) -> Order:
     """``change_order``: new qty and/or prices of a working order."""
-    new_qty = to_decimal(qty, "qty")
-    new_price = to_decimal(price, "price")
-    new_stop = to_decimal(stop_price, "stop_price")
+    new_qty, new_price, new_stop = spec.qty, spec.price, spec.stop_price
     if new_qty is None and new_price is None and new_stop is None:
         raise InvalidInput("Give a new qty, price or stop_price.", fields={"qty": ["Nothing to change."]})
     with AccountTx(order.account_id) as tx:
@@ -101,22 +99,13 @@ def order_change(*, order: Order, actor: User | None, source: str, qty: Any = No
         if not broker.capabilities.supports_modify:
             raise InvalidInput("This broker cannot change orders; cancel and send a new one.", code="not_supported")
         instrument = Instrument.objects.get(symbol=order.symbol)
-        errors: dict[str, list[str]] = {}
-        if new_qty is not None:
-            if new_qty <= order.filled_qty:
-                errors["qty"] = [f"Must be above the filled quantity {order.filled_qty}."]
-            elif instrument.lot_size and new_qty % instrument.lot_size:
-                errors["qty"] = [f"Must be a multiple of the lot size {instrument.lot_size.normalize()}."]
-        if new_price is not None:
-            if order.order_type not in (OrderType.LIMIT, OrderType.STOP_LIMIT):
-                errors["price"] = [f"A {order.order_type} order has no price."]
-            elif new_price <= 0 or (instrument.tick_size and new_price % instrument.tick_size):
-                errors["price"] = [f"Must be positive and on the tick size {instrument.tick_size.normalize()}."]
-        if new_stop is not None:
-            if order.order_type not in (OrderType.STOP, OrderType.STOP_LIMIT):
-                errors["stop_price"] = [f"A {order.order_type} order has no stop_price."]
-            elif new_stop <= 0 or (instrument.tick_size and new_stop % instrument.tick_size):
-                errors["stop_price"] = [f"Must be positive and on the tick size {instrument.tick_size.normalize()}."]
+        errors = instrument_errors(instrument, qty=new_qty, price=new_price, stop_price=new_stop)
+        if new_qty is not None and "qty" not in errors and new_qty <= order.filled_qty:
+            errors["qty"] = [f"Must be above the filled quantity {order.filled_qty}."]
+        if new_price is not None and order.order_type not in (OrderType.LIMIT, OrderType.STOP_LIMIT):
+            errors["price"] = [f"A {order.order_type} order has no price."]
+        if new_stop is not None and order.order_type not in (OrderType.STOP, OrderType.STOP_LIMIT):
+            errors["stop_price"] = [f"A {order.order_type} order has no stop_price."]
         if errors:
             raise InvalidInput(next(iter(errors.values()))[0], fields=errors)
         changes = {k: str(v) for k, v in (("qty", new_qty), ("price", new_price), ("stop_price", new_stop)) if v is not None}

@@ -15,7 +15,7 @@ from oms.services.enqueue import enqueue_submit
 from oms.services.positions import working_reduce_qty
 from oms.services.send import order_create
 from oms.services.tx import AccountTx
-from oms.services.validation import order_spec
+from oms.specs import OrderSpec, instrument_for_order, new_client_order_id
 
 
 def position_close(*, account: BrokerAccount, position_id: int, actor: User | None, source: str) -> Order:
@@ -37,15 +37,20 @@ def position_close(*, account: BrokerAccount, position_id: int, actor: User | No
         remaining = position.qty - working_reduce_qty(position)
         if remaining <= 0:
             raise Conflict("Working reduce-only orders already close this position.", code="close_pending")
-        spec = order_spec(
+        spec = OrderSpec(
             symbol=position.symbol,
             side=Side.SELL if position.side == PositionSide.LONG else Side.BUY,
             order_type=OrderType.MARKET,
-            qty=str(remaining),
+            qty=remaining,
+            price=None,
+            stop_price=None,
             time_in_force=TimeInForce.GTC,
             strategy_id=position.strategy_id,
             position_id=position.pk,
             reduce_only=True,
+            client_order_id=new_client_order_id(),
+            instrument=instrument_for_order(position.symbol),
+            client_named_id=False,
         )
         order = order_create(tx, spec, actor=actor, source=source)
         position.closing_order = order

@@ -1,5 +1,7 @@
 """Commands on the wire (REST ``/oms/commands``, account routes, the WebSocket
-``command`` op, the CLI): one envelope, one validation, one idempotency rule.
+``command`` op, the admin, the CLI): one envelope, one spec per payload
+(``oms.specs``), one dispatch (``COMMANDS``: name -> spec and handler), one
+idempotency rule.
 
     {"account_id": 1, "command": "send_order", "request_id": "req-1", "payload": {...}}
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,50 +27,34 @@ from oms.errors import Conflict, InvalidInput, NotFound
 from oms.models import IdempotencyKey, Order
 from oms.services import amend, closing, send
 from oms.services import positions as position_services
-from oms.services.validation import OrderSpec, order_spec
-
-PAYLOAD_FIELDS: dict[str, frozenset[str]] = {
-    "send_order": frozenset(
-        {
-            "symbol",
-            "side",
-            "order_type",
-            "qty",
-            "price",
-            "stop_price",
-            "time_in_force",
-            "strategy_id",
-            "position_id",
-            "reduce_only",
-            "client_order_id",
-        }
-    ),
-    "cancel_order": frozenset({"order_id", "client_order_id"}),
-    "change_order": frozenset({"order_id", "client_order_id", "qty", "price", "stop_price"}),
-    "close_position": frozenset({"position_id"}),
-    "close_by": frozenset({"position_id_a", "position_id_b"}),
-    "reassign": frozenset({"deal_ids", "target_strategy_id", "target_position_id"}),
-    "cancel_all": frozenset(),
-    "flatten_all": frozenset(),
-}
-REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
-    "send_order": ("symbol", "side", "order_type", "qty"),
-    "close_position": ("position_id",),
-    "close_by": ("position_id_a", "position_id_b"),
-    "reassign": ("deal_ids",),
-}
-MAX_BATCH = 500
+from oms.specs import (
+    MAX_BATCH,
+    PAYLOAD_SPECS,
+    ChangeSpec,
+    CloseBySpec,
+    ClosePositionSpec,
+    CommandEnvelope,
+    CommandSpec,
+    NoPayload,
+    OrderRef,
+    OrderSpec,
+    PayloadSpec,
+    ReassignSpec,
+    spec_context,
+    spec_parse,
+)
 
 
 @dataclass
 class Command:
+    """A command whose payload its spec has parsed (``spec``: ``OrderSpec``,
+    ``ChangeSpec``...). Build one with ``command_for`` or from the wire."""
+
     command: str
-    payload: dict[str, Any]
+    spec: Any
     request_id: Any = None
     # The payload as the client sent it: what idempotency fingerprints.
     original: dict[str, Any] = field(default_factory=dict)
-    # send_order: the payload validated once here, not again when it runs.
-    spec: OrderSpec | None = None
 
 
 @dataclass
@@ -95,60 +82,112 @@ class CommandResult:
         return body
 
 
-def _int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(f"{name} must be an integer.", fields={name: ["An integer is required."]})
-    return value
+# --- the handler table ------------------------------------------------------------------------------
+
+# A handler runs one parsed command: an Order answers with the order's
+# fields, a dict with ``status: done`` and the dict's keys (deal_ids...).
+Run = Callable[[BrokerAccount, Any, "User | None", str], "Order | dict[str, Any]"]
 
 
-def command_parse(raw: Any, *, account_id: int | None = None) -> tuple[int, Command]:
-    """Check one envelope's shape; returns (account_id, command)."""
-    if not isinstance(raw, dict):
-        raise InvalidInput("A command is a JSON object.", fields={"command": ["An object is required."]})
-    unknown = set(raw) - {"account_id", "command", "request_id", "payload"}
-    if unknown:
-        raise InvalidInput("Unknown command fields.", fields={k: ["Unknown field."] for k in sorted(unknown)})
-    name = raw.get("command")
-    if name not in PAYLOAD_FIELDS:
-        raise InvalidInput(f"Unknown command {str(name)[:40]!r}.", fields={"command": [f"One of {', '.join(PAYLOAD_FIELDS)}."]})
-    if account_id is None:
-        account_id = _int(raw.get("account_id"), "account_id")
-    elif "account_id" in raw and raw["account_id"] != account_id:
-        raise InvalidInput("account_id does not match the route.", fields={"account_id": ["Mismatch."]})
-    payload = raw.get("payload") or {}
-    if not isinstance(payload, dict):
-        raise InvalidInput("payload must be an object.", fields={"payload": ["An object is required."]})
-    request_id = raw.get("request_id")
-    if request_id is not None and not isinstance(request_id, str | int):
-        raise InvalidInput("request_id must be a string.", fields={"request_id": ["A string is required."]})
-    return account_id, command_check(Command(command=name, payload=payload, request_id=request_id))
+@dataclass(frozen=True)
+class CommandHandler:
+    spec: type[PayloadSpec]
+    run: Run
 
 
-def command_check(command: Command) -> Command:
-    command.original = dict(command.payload)
-    allowed = PAYLOAD_FIELDS[command.command]
-    unknown = set(command.payload) - allowed
-    if unknown:
-        raise InvalidInput("Unknown payload fields.", fields={f"payload.{k}": ["Unknown field."] for k in sorted(unknown)})
-    missing = [f for f in REQUIRED_FIELDS.get(command.command, ()) if command.payload.get(f) in (None, "")]
-    if missing:
-        raise InvalidInput(f"Missing {', '.join(missing)}.", fields={f"payload.{k}": ["This field is required."] for k in missing})
-    p = command.payload
-    if command.command in ("cancel_order", "change_order") and p.get("order_id") is None and not p.get("client_order_id"):
-        raise InvalidInput("Name the order by order_id or client_order_id.", fields={"payload.order_id": ["Required."]})
-    for name in ("order_id", "position_id", "position_id_a", "position_id_b", "target_position_id"):
-        if p.get(name) is not None:
-            _int(p[name], name)
-    if command.command == "reassign":
-        ids = p.get("deal_ids")
-        if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-            raise InvalidInput("deal_ids must be a non-empty list of integers.", fields={"payload.deal_ids": ["A list of integers."]})
-    if command.command == "send_order":
-        spec = order_spec(**p)  # raises InvalidInput with the field errors
-        # Freeze the generated client order id so a replay sends the same.
-        command.payload = {**p, "client_order_id": spec.client_order_id}
-        command.spec = spec
-    return command
+def _send_order(account: BrokerAccount, spec: OrderSpec, actor: User | None, source: str) -> Order:
+    return send.orders_send(account=account, specs=[spec], actor=actor, source=source)[0]
+
+
+def _order_of(account: BrokerAccount, ref: OrderRef) -> Order:
+    return amend.order_get_for_account(account=account, order_id=ref.order_id, client_order_id=ref.client_order_id)
+
+
+def _cancel_order(account: BrokerAccount, spec: OrderRef, actor: User | None, source: str) -> Order:
+    return amend.order_cancel(order=_order_of(account, spec), actor=actor, source=source)
+
+
+def _change_order(account: BrokerAccount, spec: ChangeSpec, actor: User | None, source: str) -> Order:
+    return amend.order_change(order=_order_of(account, spec), spec=spec, actor=actor, source=source)
+
+
+def _close_position(account: BrokerAccount, spec: ClosePositionSpec, actor: User | None, source: str) -> Order:
+    return closing.position_close(account=account, position_id=spec.position_id, actor=actor, source=source)
+
+
+def _close_by(account: BrokerAccount, spec: CloseBySpec, actor: User | None, source: str) -> dict[str, Any]:
+    deals = position_services.position_close_by(account=account, position_id_a=spec.position_id_a, position_id_b=spec.position_id_b)
+    return {"deal_ids": [d.pk for d in deals]}
+
+
+def _reassign(account: BrokerAccount, spec: ReassignSpec, actor: User | None, source: str) -> dict[str, Any]:
+    deals = position_services.deals_reassign(
+        account=account,
+        deal_ids=list(spec.deal_ids),
+        target_strategy_id=spec.target_strategy_id,
+        target_position_id=spec.target_position_id,
+    )
+    return {"deal_ids": [d.pk for d in deals]}
+
+
+def _cancel_all(account: BrokerAccount, spec: NoPayload, actor: User | None, source: str) -> dict[str, Any]:
+    return {"order_ids": [o.pk for o in amend.orders_cancel_all(account=account, actor=actor, source=source)]}
+
+
+def _flatten_all(account: BrokerAccount, spec: NoPayload, actor: User | None, source: str) -> dict[str, Any]:
+    return {"order_ids": [o.pk for o in closing.positions_flatten_all(account=account, actor=actor, source=source)]}
+
+
+_RUN: dict[str, Run] = {
+    "send_order": _send_order,
+    "cancel_order": _cancel_order,
+    "change_order": _change_order,
+    "close_position": _close_position,
+    "close_by": _close_by,
+    "reassign": _reassign,
+    "cancel_all": _cancel_all,
+    "flatten_all": _flatten_all,
+}
+#: Command name -> its payload spec and its handler: the one dispatch.
+COMMANDS: dict[str, CommandHandler] = {name: CommandHandler(spec=spec, run=_RUN[name]) for name, spec in PAYLOAD_SPECS.items()}
+
+
+# --- parsing -------------------------------------------------------------------------------------------
+
+
+def command_for(
+    *, account: BrokerAccount | None, command: str, payload: Any, request_id: Any = None, context: dict[str, Any] | None = None
+) -> Command:
+    """Parse one payload with its command's spec against the account (its
+    broker's capabilities); InvalidInput (422) names the fields as sent."""
+    handler = COMMANDS.get(command)
+    if handler is None:
+        raise InvalidInput(f"Unknown command {str(command)[:40]!r}.", fields={"command": [f"One of {', '.join(COMMANDS)}."]})
+    spec = spec_parse(handler.spec, {} if payload is None else payload, context={**spec_context(account), **(context or {})})
+    return Command(command=command, spec=spec, request_id=request_id, original=payload if isinstance(payload, dict) else {})
+
+
+def commands_parse(raw: Any, *, user: User) -> tuple[BrokerAccount, list[Command], str]:
+    """The wire form (an object, or an array of one account's commands):
+    the envelopes first, then the account, then each payload against that
+    account. Returns (account, commands, shape)."""
+    shape = "array" if isinstance(raw, list) else "object"
+    many = shape == "array"
+    message = "A command of the batch is not valid; none was run." if many else None
+    envelopes: list[CommandEnvelope] = _envelopes(raw, many=many, message=message, context={})
+    account_ids = {e.account_id for e in envelopes}
+    if len(account_ids) != 1:
+        raise InvalidInput(
+            "All commands of one request name the same account_id.", code="mixed_accounts", fields={"account_id": ["Mixed."]}
+        )
+    account = account_for_user(user=user, account_id=account_ids.pop())
+    envelopes = _envelopes(raw, many=many, message=message, context={**spec_context(account), "parse_payload": True})
+    return account, [Command(e.command, e.spec, e.request_id, original=e.payload) for e in envelopes], shape
+
+
+def _envelopes(raw: Any, *, many: bool, message: str | None, context: dict[str, Any]) -> list[CommandEnvelope]:
+    parsed = spec_parse(CommandSpec, raw, context=context, many=many, message=message)
+    return list(parsed) if many else [parsed]
 
 
 def fingerprint(commands: list[Command], shape: str) -> str:
@@ -174,47 +213,11 @@ def _order_result(command: Command, order: Order) -> CommandResult:
     )
 
 
-def _send(account: BrokerAccount, commands: list[Command], *, actor: User | None, source: str) -> list[Order]:
-    specs = [c.spec for c in commands]
-    if all(spec is not None for spec in specs):
-        return send.orders_send(account=account, specs=specs, actor=actor, source=source)  # type: ignore[arg-type]
-    return send.orders_send(account=account, payloads=[c.payload for c in commands], actor=actor, source=source)
-
-
 def _run_one(account: BrokerAccount, command: Command, *, actor: User | None, source: str) -> CommandResult:
-    p = command.payload
-    name = command.command
-    if name == "send_order":
-        return _order_result(command, _send(account, [command], actor=actor, source=source)[0])
-    if name == "cancel_order":
-        order = amend.order_get_for_account(account=account, order_id=p.get("order_id"), client_order_id=p.get("client_order_id"))
-        return _order_result(command, amend.order_cancel(order=order, actor=actor, source=source))
-    if name == "change_order":
-        order = amend.order_get_for_account(account=account, order_id=p.get("order_id"), client_order_id=p.get("client_order_id"))
-        changed = amend.order_change(
-            order=order, actor=actor, source=source, qty=p.get("qty"), price=p.get("price"), stop_price=p.get("stop_price")
-        )
-        return _order_result(command, changed)
-    if name == "close_position":
-        return _order_result(command, closing.position_close(account=account, position_id=p["position_id"], actor=actor, source=source))
-    if name == "close_by":
-        deals = position_services.position_close_by(account=account, position_id_a=p["position_id_a"], position_id_b=p["position_id_b"])
-        return CommandResult(request_id=command.request_id, command=name, status="done", extra={"deal_ids": [d.pk for d in deals]})
-    if name == "reassign":
-        deals = position_services.deals_reassign(
-            account=account,
-            deal_ids=p["deal_ids"],
-            target_strategy_id=str(p.get("target_strategy_id") or ""),
-            target_position_id=p.get("target_position_id"),
-        )
-        return CommandResult(request_id=command.request_id, command=name, status="done", extra={"deal_ids": [d.pk for d in deals]})
-    if name == "cancel_all":
-        orders = amend.orders_cancel_all(account=account, actor=actor, source=source)
-        return CommandResult(request_id=command.request_id, command=name, status="done", extra={"order_ids": [o.pk for o in orders]})
-    if name == "flatten_all":
-        orders = closing.positions_flatten_all(account=account, actor=actor, source=source)
-        return CommandResult(request_id=command.request_id, command=name, status="done", extra={"order_ids": [o.pk for o in orders]})
-    raise InvalidInput(f"Unknown command {name!r}.")
+    answer = COMMANDS[command.command].run(account, command.spec, actor, source)
+    if isinstance(answer, Order):
+        return _order_result(command, answer)
+    return CommandResult(request_id=command.request_id, command=command.command, status="done", extra=answer)
 
 
 def _error_result(command: Command, exc: DomainError) -> CommandResult:
@@ -229,7 +232,7 @@ def _error_result(command: Command, exc: DomainError) -> CommandResult:
 def _execute(account: BrokerAccount, commands: list[Command], *, actor: User | None, source: str) -> list[CommandResult]:
     if len(commands) > 1 and all(c.command == "send_order" for c in commands):
         # A batch of orders: one lock, one write, one enqueue — atomic.
-        orders = _send(account, commands, actor=actor, source=source)
+        orders = send.orders_send(account=account, specs=[c.spec for c in commands], actor=actor, source=source)
         return [_order_result(c, o) for c, o in zip(commands, orders, strict=True)]
     if len(commands) == 1:
         return [_run_one(account, commands[0], actor=actor, source=source)]
@@ -269,8 +272,9 @@ def commands_run(
         raise InvalidInput("No commands.", fields={"commands": ["At least one."]})
     if len(commands) > MAX_BATCH:
         raise InvalidInput(f"At most {MAX_BATCH} commands per request.", fields={"commands": [f"At most {MAX_BATCH}."]})
-    if idempotency_key is None and len(commands) == 1 and commands[0].command == "send_order" and "client_order_id" in commands[0].payload:
-        idempotency_key = "coid:" + commands[0].payload["client_order_id"]
+    first = commands[0].spec
+    if idempotency_key is None and len(commands) == 1 and isinstance(first, OrderSpec) and first.client_named_id:
+        idempotency_key = "coid:" + first.client_order_id
     claim = None
     if idempotency_key:
         if len(idempotency_key) > 128:
@@ -309,27 +313,7 @@ def account_for_user(*, user: User, account_id: int) -> BrokerAccount:
 
 def commands_from_wire(*, user: User, raw: Any, source: str, idempotency_key: str | None = None, actor: User | None = None) -> Outcome:
     """The ``POST /oms/commands`` and WebSocket entry: an object or an array."""
-    shape = "array" if isinstance(raw, list) else "object"
-    items = raw if isinstance(raw, list) else [raw]
-    if not items:
-        raise InvalidInput("An empty array.", fields={"commands": ["At least one."]})
-    parsed = []
-    errors: dict[str, Any] = {}
-    for index, item in enumerate(items):
-        try:
-            parsed.append(command_parse(item))
-        except InvalidInput as exc:
-            if shape == "object":
-                raise
-            errors.update({f"[{index}].{k}": v for k, v in exc.fields.items()} or {f"[{index}]": [exc.message]})
-    if errors:
-        raise InvalidInput("A command of the batch is not valid; none was run.", fields=errors)
-    account_ids = {account_id for account_id, _ in parsed}
-    if len(account_ids) != 1:
-        raise InvalidInput(
-            "All commands of one request name the same account_id.", code="mixed_accounts", fields={"account_id": ["Mixed."]}
-        )
-    account = account_for_user(user=user, account_id=account_ids.pop())
+    account, commands, shape = commands_parse(raw, user=user)
     return commands_run(
-        account=account, commands=[c for _, c in parsed], actor=actor or user, source=source, idempotency_key=idempotency_key, shape=shape
+        account=account, commands=commands, actor=actor or user, source=source, idempotency_key=idempotency_key, shape=shape
     )

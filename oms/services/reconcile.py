@@ -38,6 +38,7 @@ from oms.services.enqueue import enqueue_cancel
 from oms.services.fills import fills_apply
 from oms.services.lifecycle import order_find, order_settle, order_transition
 from oms.services.tx import AccountTx
+from oms.specs import is_client_order_id
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,6 @@ WORKING = (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED, OrderStatus.PENDING_CA
 # Broker statuses that settle something; its transient ones (pending_*) do not.
 SETTLING = frozenset({"new", "partially_filled", "filled", "canceled", "rejected", "expired"})
 NOT_FOUND = "Not found at the broker."
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,36}$")
 
 
 @dataclass
@@ -350,7 +350,7 @@ def _retry_cancel(order_id: int, summary: ReconcileSummary) -> None:
 
 
 def _client_order_id_for(account_id: int, view: BrokerOrderStatus) -> str:
-    wanted = view.client_order_id if view.client_order_id and _CLIENT_ID.match(view.client_order_id) else ""
+    wanted = view.client_order_id if is_client_order_id(view.client_order_id) else ""
     if not wanted:
         wanted = "x" + re.sub(r"[^A-Za-z0-9_-]", "", view.broker_order_id)[-35:]
     candidate, n = wanted, 1

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
@@ -39,7 +38,8 @@ from oms.services.funds import funds_snapshot
 from oms.services.lifecycle import order_apply_ack, order_apply_result
 from oms.services.positions import order_position_check
 from oms.services.tx import AccountTx
-from oms.services.validation import OrderSpec, order_spec, risk_check
+from oms.services.validation import risk_check
+from oms.specs import OrderSpec
 
 logger = logging.getLogger(__name__)
 
@@ -95,33 +95,11 @@ def order_create(tx: AccountTx, spec: OrderSpec, *, actor: User | None, source: 
     return order
 
 
-def orders_send(
-    *,
-    account: BrokerAccount,
-    payloads: Sequence[dict[str, Any]] = (),
-    actor: User | None,
-    source: str,
-    specs: Sequence[OrderSpec] | None = None,
-) -> list[Order]:
-    """Validate every order first (one invalid: none written), then write all
-    under one account lock and enqueue one send after commit. ``specs`` are
-    payloads validated already (by the command layer): not checked twice."""
-    if specs is not None:
-        return _orders_write(account=account, specs=list(specs), actor=actor, source=source)
-    checked: list[OrderSpec] = []
-    errors: dict[str, Any] = {}
-    for index, payload in enumerate(payloads):
-        try:
-            checked.append(order_spec(**payload))
-        except TypeError as exc:
-            errors[f"[{index}]"] = [str(exc)]
-        except InvalidInput as exc:
-            if len(payloads) == 1:
-                raise
-            errors.update({f"[{index}].{k}": v for k, v in exc.fields.items()} or {f"[{index}]": [exc.message]})
-    if errors:
-        raise InvalidInput("An order of the batch is not valid; none was sent.", fields=errors)
-    return _orders_write(account=account, specs=checked, actor=actor, source=source)
+def orders_send(*, account: BrokerAccount, specs: Sequence[OrderSpec], actor: User | None, source: str) -> list[Order]:
+    """``send_order`` for one or several orders (specs parsed by
+    ``oms.specs.SendOrderPayload``): write all under one account lock,
+    atomically, and enqueue one send after commit."""
+    return _orders_write(account=account, specs=list(specs), actor=actor, source=source)
 
 
 def _orders_write(*, account: BrokerAccount, specs: list[OrderSpec], actor: User | None, source: str) -> list[Order]:
@@ -140,9 +118,9 @@ def _orders_write(*, account: BrokerAccount, specs: list[OrderSpec], actor: User
     return orders
 
 
-def order_send(*, account: BrokerAccount, actor: User | None, source: str, **payload: Any) -> Order:
+def order_send(*, account: BrokerAccount, spec: OrderSpec, actor: User | None, source: str) -> Order:
     """``send_order``: write the order as pending_new; it is sent after commit."""
-    return orders_send(account=account, payloads=[payload], actor=actor, source=source)[0]
+    return orders_send(account=account, specs=[spec], actor=actor, source=source)[0]
 
 
 def order_request(order: Order) -> OrderRequest:
