@@ -161,7 +161,12 @@ def _history(request: Request) -> HttpResponse:
 
 class HistoryView(UdfView):
     @extend_schema(
-        parameters=[HistoryQuerySerializer], responses={200: UdfHistorySerializer, **_ERRORS}, operation_id="datafeed_history", tags=_TAG
+        parameters=[HistoryQuerySerializer],
+        responses={200: UdfHistorySerializer, **_ERRORS},
+        operation_id="datafeed_history",
+        tags=_TAG,
+        description="Bars starting in [from, to), or the last `countback` before `to`; `from == to` asks for the one bar starting at "
+        "`from` (else `no_data` with `nextTime`). Days and intraday bars follow the instrument's session in its timezone.",
     )
     def get(self, request: Request) -> HttpResponse:
         return _history(request)
