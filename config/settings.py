@@ -218,6 +218,7 @@ SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+CSRF_FAILURE_VIEW = "core.handlers.csrf_failure"  # the JSON error shape under /api/
 
 # API keys: a fast hash (SHA-256) of a high-entropy secret, found by public prefix.
 API_KEY_LAST_USED_RESOLUTION = env.int("API_KEY_LAST_USED_RESOLUTION", default=60)
@@ -228,6 +229,9 @@ BROKER_ENCRYPTION_KEYS = env.list("BROKER_ENCRYPTION_KEYS")
 
 # --- REST ------------------------------------------------------------------------
 APPEND_SLASH = False  # paths answer with and without one slash, never by redirect
+# Request limits: a larger body answers 413, deeper JSON 400 (core/parsers.py).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2 * 1024 * 1024)
+JSON_MAX_DEPTH = env.int("JSON_MAX_DEPTH", default=32)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "accounts.authentication.ApiKeyAuthentication",
@@ -238,7 +242,7 @@ REST_FRAMEWORK = {
         "accounts.permissions.ApiKeyScopePermission",
     ],
     "DEFAULT_RENDERER_CLASSES": ["core.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["core.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "core.pagination.CursorPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -272,6 +276,8 @@ SPECTACULAR_SETTINGS = {
     "SCHEMA_PATH_PREFIX": "/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
     "PREPROCESSING_HOOKS": ["core.schema.drop_trailing_slash_variants"],
+    # core/urls.py: ids a 64-bit column holds; text that can be stored.
+    "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}, "textpath": str},
     "SECURITY": [{"ApiKeyAuth": []}, {"cookieAuth": []}],
     "APPEND_COMPONENTS": {
         "securitySchemes": {"ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},

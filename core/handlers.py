@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
-from django.views import defaults
+from django.views import csrf, defaults
 
 from core.exceptions import json_error_response
 
@@ -18,3 +18,9 @@ def server_error(request: HttpRequest) -> HttpResponse:
     if request.path.startswith("/api/"):
         return json_error_response(500, "internal_error", "Internal server error.")
     return defaults.server_error(request)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    if request.path.startswith("/api/"):
+        return json_error_response(403, "csrf_failed", f"CSRF check failed: {reason}" if reason else "CSRF check failed.")
+    return csrf.csrf_failure(request, reason)

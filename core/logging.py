@@ -22,6 +22,13 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+def _describe_request(request: object) -> str:
+    try:
+        return repr(request)
+    except UnicodeError:  # a path no URL can carry (a lone surrogate): still log the line
+        return f"<{type(request).__name__}: {getattr(request, 'method', '?')} {getattr(request, 'path', '')!a}>"
+
+
 class MaskSecretsFilter(logging.Filter):
     """Masks the rendered message and any ``extra`` fields before formatting."""
 
@@ -33,7 +40,7 @@ class MaskSecretsFilter(logging.Filter):
         record.msg = mask_text(message)
         record.args = ()
         if hasattr(record, "request"):
-            record.request = repr(record.request)  # never dump a request's headers
+            record.request = _describe_request(record.request)  # never dump a request's headers
         for key, value in list(record.__dict__.items()):
             if key not in _STANDARD_ATTRS:
                 setattr(record, key, mask_secrets({key: value})[key])

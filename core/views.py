@@ -4,6 +4,7 @@ import ipaddress
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from django_prometheus.exports import ExportToDjangoView
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
@@ -137,5 +138,6 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     return ExportToDjangoView(request)
 
 
+@csrf_exempt  # any method on an unknown path is a JSON 404, never the CSRF page
 def api_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     return json_error_response(404, "not_found", "Not found.")

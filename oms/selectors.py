@@ -19,6 +19,7 @@ from brokers.base import BrokerError, Holding
 from brokers.models import BrokerAccount
 from brokers.registry import broker_for
 from core.exceptions import DomainError
+from core.filters import IdFilter
 from oms.errors import NotFound
 from oms.models import FINAL_STATUSES, OPEN_STATUSES, Deal, DealKind, Order, OrderEvent, OrderStatus, Position, PositionStatus, Side
 
@@ -26,7 +27,7 @@ from oms.models import FINAL_STATUSES, OPEN_STATUSES, Deal, DealKind, Order, Ord
 
 
 class _AccountListFilter(django_filters.FilterSet):
-    account_id = django_filters.NumberFilter(field_name="account_id", help_text="Only this account (one of yours).")
+    account_id = IdFilter(field_name="account_id", help_text="Only this account (one of yours).")
     symbol = django_filters.CharFilter(field_name="symbol", help_text="Exact symbol, e.g. BTC/USDT.")
     side = django_filters.ChoiceFilter(field_name="side", choices=Side.choices)
     strategy_id = django_filters.CharFilter(field_name="strategy_id")
@@ -53,8 +54,8 @@ class OrderFilter(_AccountListFilter):
 
 class DealFilter(_AccountListFilter):
     kind = django_filters.ChoiceFilter(field_name="kind", choices=DealKind.choices)
-    order_id = django_filters.NumberFilter(field_name="order_id")
-    position_id = django_filters.NumberFilter(field_name="position_id")
+    order_id = IdFilter(field_name="order_id")
+    position_id = IdFilter(field_name="position_id")
 
     class Meta:
         model = Deal

@@ -4,5 +4,5 @@ from core.urls import route
 urlpatterns = [
     *route("me", views.MeView.as_view(), name="me"),
     *route("api-keys", views.ApiKeyListCreateView.as_view(), name="api-keys"),
-    *route("api-keys/<int:pk>", views.ApiKeyDetailView.as_view(), name="api-key-detail"),
+    *route("api-keys/<id:pk>", views.ApiKeyDetailView.as_view(), name="api-key-detail"),
 ]

@@ -15,6 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions as drf
 from rest_framework.permissions import BasePermission
@@ -269,5 +270,6 @@ class DatafeedHealthView(UdfView):
         return Response(datafeed_health())
 
 
+@csrf_exempt  # any method on an unknown path is a UDF 404, never the CSRF page
 def datafeed_not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
     return JsonResponse(udf.error_body("Unknown datafeed path."), status=404)

@@ -31,7 +31,9 @@ class UnixTimeField(serializers.Field):
         text = str(data).strip()
         try:
             value = int(float(text))
-        except ValueError:
+        except OverflowError:  # inf, -inf, 1e999
+            self.fail("invalid")
+        except ValueError:  # NaN too, and every date text
             moment = parse_datetime(text)
             if moment is None:
                 day = parse_date(text)

@@ -14,14 +14,14 @@ urlpatterns = [
     *route("datafeed/marks", datafeed.MarksView.as_view(), name="datafeed-marks"),
     *route("datafeed/timescale_marks", datafeed.TimescaleMarksView.as_view(), name="datafeed-timescale-marks"),
     # Upstream paths
-    *route("datafeed/resolve/<path:symbol>", datafeed.ResolveView.as_view(), name="datafeed-resolve"),
+    *route("datafeed/resolve/<textpath:symbol>", datafeed.ResolveView.as_view(), name="datafeed-resolve"),
     *route("datafeed/bars", datafeed.BarsView.as_view(), name="datafeed-bars"),
     *route("datafeed/health", datafeed.DatafeedHealthView.as_view(), name="datafeed-health"),
     # Anything else under datafeed/ still answers in UDF's shape.
     re_path(r"^datafeed(?:/(?P<rest>.*))?$", datafeed.datafeed_not_found),
     # REST for other programs
     *route("symbols", views.SymbolListView.as_view(), name="symbols"),
-    *route("symbols/<path:symbol>", views.SymbolDetailView.as_view(), name="symbol-detail"),
+    *route("symbols/<textpath:symbol>", views.SymbolDetailView.as_view(), name="symbol-detail"),
     *route("quotes", views.QuoteListView.as_view(), name="quotes"),
     *route("history-bars", views.HistoryBarsView.as_view(), name="history-bars"),
 ]
