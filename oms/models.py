@@ -16,6 +16,10 @@ from brokers.models import BrokerAccount
 
 QTY: dict[str, Any] = {"max_digits": 28, "decimal_places": 10}
 PRICE_SCALE = Decimal("1e-10")  # the columns' scale: amounts are exact to it
+# An FX rate: one unit of a currency in another (1/1350 KRW per USD needs
+# more places than a price: fx rates keep 12 significant digits).
+RATE: dict[str, Any] = {"max_digits": 36, "decimal_places": 20}
+RATE_SCALE = Decimal("1e-20")
 
 
 class Side(models.TextChoices):
@@ -195,6 +199,14 @@ class Position(models.Model):
     fees = models.DecimalField(**QTY, default=0)
     realized_pnl = models.DecimalField(**QTY, default=0)
     unrealized_pnl = models.DecimalField(**QTY, default=0)
+    # P&L in the account's base currency (the one when the position opened):
+    # realized = Σ of its deals' realized P&L, each at its deal's rate (null
+    # once a closing deal had no rate); unrealized at ``rate``, the value of
+    # one unit of ``currency`` in ``base_currency`` at the last mark or deal.
+    base_currency = models.CharField(max_length=10, default="USD")
+    realized_pnl_base = models.DecimalField(**QTY, null=True, blank=True, default=0)
+    unrealized_pnl_base = models.DecimalField(**QTY, null=True, blank=True, default=0)
+    rate = models.DecimalField(**RATE, null=True, blank=True)
     last_price = models.DecimalField(**QTY, null=True, blank=True)
     status = models.CharField(max_length=6, choices=PositionStatus.choices, default=PositionStatus.OPEN)
     # The one working close order of this position (one close at a time).
@@ -241,6 +253,15 @@ class Deal(models.Model):
     # The fee's currency (an exchange may charge the base asset or its own
     # coin); the instrument's currency unless the broker says otherwise.
     fee_currency = models.CharField(max_length=10, default="USD")
+    # The instrument's currency; ``rate`` is one unit of it in the account's
+    # ``base_currency`` (the account's) at the deal (null when no rate was
+    # known), the rate its realized P&L (``realized_pnl``, in ``currency``) is
+    # converted at.
+    currency = models.CharField(max_length=10, default="USD")
+    base_currency = models.CharField(max_length=10, default="USD")
+    rate = models.DecimalField(**RATE, null=True, blank=True)
+    realized_pnl = models.DecimalField(**QTY, default=0)
+    realized_pnl_base = models.DecimalField(**QTY, null=True, blank=True, default=0)
     kind = models.CharField(max_length=10, choices=DealKind.choices, default=DealKind.TRADE)
     broker_trade_id = models.CharField(max_length=64, null=True, blank=True)
     # reassign: the deal this booking moves (reversal and repetition both point at it).

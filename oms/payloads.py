@@ -13,8 +13,8 @@ from oms.models import Deal, Order, Position
 _s = decimal_str
 
 
-def _money(value: Decimal, currency: str) -> str | None:
-    return _s(money_quantize(Decimal(value), currency))
+def _money(value: Decimal | None, currency: str) -> str | None:
+    return None if value is None else _s(money_quantize(Decimal(value), currency))
 
 
 def _t(value: datetime | None) -> str | None:
@@ -72,6 +72,10 @@ def position_payload(position: Position) -> dict[str, Any]:
         "avg_open_price": _s(position.avg_open_price),
         "avg_close_price": _s(position.avg_close_price),
         "fees": _money(position.fees, currency),
+        "base_currency": position.base_currency,
+        "rate": _s(position.rate),
+        "realized_pnl_base": _money(position.realized_pnl_base, position.base_currency),
+        "unrealized_pnl_base": _money(position.unrealized_pnl_base, position.base_currency),
     }
 
 
@@ -88,6 +92,11 @@ def deal_payload(deal: Deal) -> dict[str, Any]:
         "price": _s(deal.price),
         "fee": _s(deal.fee),
         "fee_currency": deal.fee_currency,
+        "currency": deal.currency,
+        "rate": _s(deal.rate),
+        "realized_pnl": _money(deal.realized_pnl, deal.currency),
+        "base_currency": deal.base_currency,
+        "realized_pnl_base": _money(deal.realized_pnl_base, deal.base_currency),
         "kind": deal.kind,
         "broker_trade_id": deal.broker_trade_id,
         "executed_at": _t(deal.executed_at),

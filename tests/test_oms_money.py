@@ -226,3 +226,51 @@ def test_the_position_payload_adds_fields_and_keeps_every_old_one(account, venue
     old |= {"last_price", "status", "opened_at", "closed_at", "updated_at"}
     assert old | {"currency", "max_qty", "avg_open_price", "avg_close_price", "fees"} <= set(body)
     assert (body["avg_open_price"], body["avg_close_price"], body["max_qty"]) == ("100", None, "2")
+
+
+# --- P&L in the instrument's and the base currency --------------------------------------------------------------
+
+
+def multi_currency_market():
+    instrument_upsert(symbol="005930", type="stock", currency="KRW", tick_size=D(100), lot_size=D(1))
+    instrument_upsert(symbol="NSE:INFY", type="stock", currency="INR", tick_size=D("0.05"), lot_size=D(1))
+    instrument_upsert(symbol="BTC/USDT", type="crypto", currency="USDT", tick_size=D("0.1"), lot_size=D("0.001"))
+    for symbol in ("USD/KRW", "USD/INR", "USDT/USD"):
+        instrument_upsert(symbol=symbol, type="fx", currency=symbol.split("/")[1], tick_size=D("0.0001"), lot_size=D(1))
+    set_quote("USD/KRW", "1350", spread="0")
+    set_quote("USD/INR", "80", spread="0")
+    set_quote("USDT/USD", "0.999", spread="0")
+
+
+def test_positions_answer_pnl_in_the_instruments_currency_and_the_base_currency(account, venue, alice_api):
+    from oms.services.positions import positions_mark
+
+    multi_currency_market()
+    fill(account, "buy", "10", "50400", symbol="005930")
+    fill(account, "sell", "4", "51000", symbol="005930")
+    fill(account, "buy", "5", "1500", symbol="NSE:INFY")
+    fill(account, "sell", "5", "1520", symbol="NSE:INFY")
+    fill(account, "buy", "0.5", "60000", symbol="BTC/USDT")
+    set_quote("005930", "52000", spread="0")
+    set_quote("BTC/USDT", "61000", spread="0")
+    positions_mark(account=account)
+    by_symbol = {row["symbol"]: row for row in alice_api.get("/api/v1/oms/positions/history").json()["results"]}
+    by_symbol |= {row["symbol"]: row for row in alice_api.get("/api/v1/oms/positions/open").json()["results"]}
+    samsung, infy, btc = by_symbol["005930"], by_symbol["NSE:INFY"], by_symbol["BTC/USDT"]
+    assert samsung["currency"] == "KRW" and samsung["base_currency"] == "USD"
+    # 4 × 600 KRW realized at 1,350 KRW a dollar; 6 × 1,600 KRW unrealized.
+    assert (samsung["realized_pnl"], samsung["realized_pnl_base"]) == ("2400", "1.78")
+    assert (samsung["unrealized_pnl"], samsung["unrealized_pnl_base"]) == ("9600", "7.11")
+    assert (infy["status"], infy["realized_pnl"], infy["realized_pnl_base"]) == ("closed", "100", "1.25")
+    assert (btc["currency"], btc["unrealized_pnl"], btc["unrealized_pnl_base"], btc["rate"]) == ("USDT", "500", "499.5", "0.999")
+    # The closing deal keeps its rate and its base P&L; a later FX move re-marks only what is open.
+    closing = Deal.objects.get(symbol="005930", side="sell")
+    assert (closing.realized_pnl, closing.currency, closing.base_currency) == (D(2400), "KRW", "USD")
+    assert closing.rate == D("0.000740740740741") and closing.realized_pnl_base == D("1.7777777778")
+    set_quote("USD/KRW", "1200", spread="0")
+    positions_mark(account=account)
+    samsung = Position.objects.get(symbol="005930")
+    assert (samsung.realized_pnl_base, samsung.unrealized_pnl_base) == (D("1.7777777778"), D(8))
+    [deal] = [d for d in alice_api.get("/api/v1/oms/deals").json()["results"] if d["id"] == closing.pk]
+    assert (deal["realized_pnl"], deal["realized_pnl_base"], deal["fee_currency"]) == ("2400", "1.78", "KRW")
+    assert positions_rebuild(account=account) == []

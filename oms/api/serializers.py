@@ -93,6 +93,11 @@ class DealSerializer(PayloadSerializer):
     price = _decimal()
     fee = _decimal()
     fee_currency = serializers.CharField(read_only=True)
+    currency = serializers.CharField(read_only=True, help_text="The instrument's.")
+    rate = _decimal(allow_null=True, help_text="One unit of currency in base_currency at the deal.")
+    realized_pnl = _decimal(help_text="What the deal realized, in currency.")
+    base_currency = serializers.CharField(read_only=True)
+    realized_pnl_base = _decimal(allow_null=True, help_text="realized_pnl at rate.")
     kind = serializers.ChoiceField(choices=DealKind.choices, read_only=True)
     broker_trade_id = serializers.CharField(read_only=True, allow_null=True)
     executed_at = serializers.DateTimeField(read_only=True)
@@ -121,6 +126,10 @@ class PositionSerializer(PayloadSerializer):
     avg_open_price = _decimal(allow_null=True, help_text="Average price of what opened or grew it.")
     avg_close_price = _decimal(allow_null=True, help_text="Average price of what reduced or closed it; null before any.")
     fees = _decimal(help_text="Σ of its deals' fees in its currency (a fee in the pair's base asset at the deal price; others excluded).")
+    base_currency = serializers.CharField(read_only=True, help_text="The account's base currency when it opened.")
+    rate = _decimal(allow_null=True, help_text="One unit of currency in base_currency at the last mark or deal.")
+    realized_pnl_base = _decimal(allow_null=True, help_text="Σ of its deals' realized P&L, each at its deal's rate; null if one had none.")
+    unrealized_pnl_base = _decimal(allow_null=True, help_text="unrealized_pnl at rate.")
 
 
 class OrderEventSerializer(serializers.Serializer):

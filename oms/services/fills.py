@@ -19,7 +19,7 @@ from brokers.base import Fill
 from core.masking import mask_secrets
 from oms.models import Deal, DealKind, Order, OrderEvent, OrderStatus, Source
 from oms.services.lifecycle import order_find, order_settle
-from oms.services.positions import position_apply_deal, position_for_deal
+from oms.services.positions import position_book_deal, position_for_deal
 from oms.services.tx import AccountTx
 
 logger = logging.getLogger(__name__)
@@ -44,26 +44,20 @@ def fill_apply(*, account_id: int, fill: Fill, source: str = Source.BROKER) -> D
                 position_id=order.position_id if order else None,
                 at=executed_at,
             )
-            fee_currency = fill.fee_currency or position.currency
-            position_apply_deal(
-                position, side=fill.side, qty=fill.qty, price=fill.price, at=executed_at, fee=fill.fee, fee_currency=fee_currency
-            )
-            deal = Deal.objects.create(
-                account=tx.account,
-                order=order,
-                position=position,
-                strategy_id=strategy_id,
-                symbol=fill.symbol,
+            deal = position_book_deal(
+                tx,
+                position,
                 side=fill.side,
                 qty=fill.qty,
                 price=fill.price,
-                fee=fill.fee,
-                fee_currency=fee_currency,
+                at=executed_at,
                 kind=DealKind.TRADE,
+                strategy_id=strategy_id,
+                fee=fill.fee,
+                fee_currency=fill.fee_currency or "",
+                order=order,
                 broker_trade_id=fill.broker_trade_id,
-                executed_at=executed_at,
             )
-            tx.position_changed(position)
             if order is not None:
                 _book_on_order(tx, order, fill, source)
             tx.funds_changed()

@@ -11,13 +11,15 @@ from typing import Any
 from django.utils import timezone
 
 from brokers.models import BrokerAccount, PositionMode
+from marketdata.fx import fx_rate
 from marketdata.models import Instrument
 from marketdata.quotes import quote_get
 from oms.errors import Conflict, InvalidInput, NotFound
-from oms.models import OPEN_STATUSES, PRICE_SCALE, Deal, DealKind, Order, Position, PositionSide, PositionStatus, Side
+from oms.models import OPEN_STATUSES, PRICE_SCALE, RATE_SCALE, Deal, DealKind, Order, Position, PositionSide, PositionStatus, Side
 from oms.services.tx import AccountTx
 
 ZERO = Decimal(0)
+ONE = Decimal(1)
 SCALE = PRICE_SCALE
 
 
@@ -77,13 +79,15 @@ class Book:
     closed_qty: Decimal = ZERO
     closed_value: Decimal = ZERO
     fees: Decimal = ZERO
+    realized_base: Decimal | None = ZERO  # None once a close had no rate
 
     @property
     def avg_price(self) -> Decimal:
         return _q(self.cost / abs(self.qty)) if self.qty else ZERO
 
-    def apply(self, side: str, qty: Decimal, price: Decimal, fee: Decimal = ZERO) -> Decimal:
-        """Book one deal; returns the P&L it realized (0 unless it reduced)."""
+    def apply(self, side: str, qty: Decimal, price: Decimal, fee: Decimal = ZERO, rate: Decimal | None = ONE) -> Decimal:
+        """Book one deal; returns the P&L it realized (0 unless it reduced).
+        ``rate`` converts that P&L to the base currency (None: unknown)."""
         signed = qty if side == Side.BUY else -qty
         self.fees += fee
         realized = ZERO
@@ -109,7 +113,24 @@ class Book:
         if self.qty == 0:
             self.cost = ZERO
         self.max_qty = max(self.max_qty, abs(self.qty))
+        if realized:
+            base = to_base(realized, rate)
+            self.realized_base = None if base is None or self.realized_base is None else self.realized_base + base
         return realized
+
+
+def to_base(amount: Decimal, rate: Decimal | None) -> Decimal | None:
+    """``amount`` in the base currency at ``rate`` (None when unknown; 0 is 0)."""
+    if not amount:
+        return ZERO
+    return None if rate is None else _q(amount * rate)
+
+
+def base_rate(currency: str, base_currency: str) -> Decimal | None:
+    """One unit of ``currency`` in ``base_currency`` now: the latest FX quote,
+    a stale one rather than none (a fill is booked whatever the feed does)."""
+    rate = fx_rate(currency, base_currency, allow_stale=True)
+    return None if rate is None else rate.quantize(RATE_SCALE)  # as the deal's column keeps it
 
 
 def _book_of(position: Position) -> Book:
@@ -125,6 +146,7 @@ def _book_of(position: Position) -> Book:
         closed_qty=Decimal(position.closed_qty),
         closed_value=Decimal(position.closed_value),
         fees=Decimal(position.fees),
+        realized_base=None if position.realized_pnl_base is None else Decimal(position.realized_pnl_base),
     )
 
 
@@ -141,21 +163,25 @@ def _store_book(position: Position, book: Book, at: datetime) -> None:
     position.closed_qty = book.closed_qty
     position.closed_value = book.closed_value
     position.fees = book.fees
+    position.realized_pnl_base = book.realized_base
     if position.qty == 0:
         position.status = PositionStatus.CLOSED
         position.closed_at = at
-        position.unrealized_pnl = ZERO
+        position.unrealized_pnl = position.unrealized_pnl_base = ZERO
     else:
-        mark_position(position, position.last_price)
+        mark_position(position, position.last_price, position.rate)
 
 
-def mark_position(position: Position, last: Decimal | None) -> None:
+def mark_position(position: Position, last: Decimal | None, rate: Decimal | None) -> None:
+    """Unrealized P&L at ``last``, and in the base currency at ``rate``."""
     position.last_price = last
+    position.rate = rate
     if last is None or position.qty == 0:
-        position.unrealized_pnl = ZERO
+        position.unrealized_pnl = position.unrealized_pnl_base = ZERO
         return
     direction = 1 if position.side == PositionSide.LONG else -1
     position.unrealized_pnl = _q((_q(last * position.qty) - position.open_cost) * position.multiplier * direction)
+    position.unrealized_pnl_base = to_base(position.unrealized_pnl, rate)
 
 
 def _new_position(account: BrokerAccount, symbol: str, strategy_id: str, side: str, at: datetime) -> Position:
@@ -172,6 +198,7 @@ def _new_position(account: BrokerAccount, symbol: str, strategy_id: str, side: s
         unrealized_pnl=ZERO,
         multiplier=multiplier,
         currency=currency,
+        base_currency=account.base_currency,
         last_price=quote.last if quote else None,
         opened_at=at,
     )
@@ -193,17 +220,53 @@ def position_for_deal(
     return position or _new_position(account, symbol, strategy_id, side, at)
 
 
-def position_apply_deal(
-    position: Position, *, side: str, qty: Decimal, price: Decimal, at: datetime, fee: Decimal = ZERO, fee_currency: str = ""
-) -> Decimal:
-    """Apply one deal to its position (caller holds the account lock and saves
-    the deal); returns the P&L the deal realized, in the position's currency."""
+def position_book_deal(
+    tx: AccountTx,
+    position: Position,
+    *,
+    side: str,
+    qty: Decimal,
+    price: Decimal,
+    at: datetime,
+    kind: str,
+    strategy_id: str,
+    fee: Decimal = ZERO,
+    fee_currency: str = "",
+    **deal_fields: Any,
+) -> Deal:
+    """Apply one deal to its position and insert it (the caller holds the
+    account lock): the deal keeps the P&L it realized in the position's
+    currency and in the base currency at the deal's rate, and the rate."""
+    rate = base_rate(position.currency, position.base_currency)
+    fee_currency = fee_currency or position.currency
     book = _book_of(position)
     fee_here = fee_in_currency(fee=fee, fee_currency=fee_currency, currency=position.currency, symbol=position.symbol, price=price)
-    realized = book.apply(side, qty, price, fee_here)
+    realized = book.apply(side, qty, price, fee_here, rate)
+    if rate is not None:
+        position.rate = rate
     _store_book(position, book, at)
     position.save()
-    return realized
+    deal = Deal.objects.create(
+        account=tx.account,
+        position=position,
+        strategy_id=strategy_id,
+        symbol=position.symbol,
+        side=side,
+        qty=qty,
+        price=price,
+        fee=fee,
+        fee_currency=fee_currency,
+        kind=kind,
+        currency=position.currency,
+        base_currency=position.base_currency,
+        rate=rate,
+        realized_pnl=realized,
+        realized_pnl_base=to_base(realized, rate),
+        executed_at=at,
+        **deal_fields,
+    )
+    tx.position_changed(position)
+    return deal
 
 
 def book_internal_deal(
@@ -218,22 +281,7 @@ def book_internal_deal(
     at: datetime,
     origin: Deal | None = None,
 ) -> Deal:
-    position_apply_deal(position, side=side, qty=qty, price=price, at=at)
-    deal = Deal.objects.create(
-        account=tx.account,
-        position=position,
-        strategy_id=strategy_id,
-        symbol=position.symbol,
-        side=side,
-        qty=qty,
-        price=price,
-        kind=kind,
-        origin=origin,
-        fee_currency=position.currency,
-        executed_at=at,
-    )
-    tx.position_changed(position)
-    return deal
+    return position_book_deal(tx, position, side=side, qty=qty, price=price, at=at, kind=kind, strategy_id=strategy_id, origin=origin)
 
 
 def _mark_price(symbol: str, fallback: Decimal) -> Decimal:
@@ -395,6 +443,7 @@ def _expected(book: Book) -> dict[str, Any]:
         "closed_qty": book.closed_qty,
         "closed_value": book.closed_value,
         "fees": book.fees,
+        "realized_pnl_base": book.realized_base,
         "status": PositionStatus.OPEN if book.qty else PositionStatus.CLOSED,
     }
 
@@ -412,6 +461,7 @@ def _stored(position: Position) -> dict[str, Any]:
         "closed_qty": position.closed_qty,
         "closed_value": position.closed_value,
         "fees": position.fees,
+        "realized_pnl_base": position.realized_pnl_base,
         "status": position.status,
     }
 
@@ -420,9 +470,10 @@ def position_replay(position: Position) -> Book:
     """The position's book recomputed from its deals, in booking (id) order —
     not executed_at (a late fill from reconciliation, broker clocks vs ours)."""
     book = Book(qty=ZERO, cost=ZERO, realized=ZERO, multiplier=position.multiplier)
-    for side, qty, price, fee, fee_currency in position.deals.order_by("id").values_list("side", "qty", "price", "fee", "fee_currency"):
+    deals = position.deals.order_by("id").values_list("side", "qty", "price", "fee", "fee_currency", "rate")
+    for side, qty, price, fee, fee_currency, rate in deals:
         fee_here = fee_in_currency(fee=fee, fee_currency=fee_currency, currency=position.currency, symbol=position.symbol, price=price)
-        book.apply(side, qty, price, fee_here)
+        book.apply(side, qty, price, fee_here, rate)
     return book
 
 
@@ -448,22 +499,31 @@ def positions_rebuild(*, account: BrokerAccount, save: bool = False) -> list[dic
 
 
 def positions_mark(*, account: BrokerAccount) -> int:
-    """Re-mark open positions to the latest quotes; publish those that moved."""
-    open_ids = list(Position.objects.filter(account=account, status=PositionStatus.OPEN).values_list("pk", "symbol", "last_price"))
+    """Re-mark open positions to the latest quotes and FX rates; publish those that moved."""
+    rows = list(
+        Position.objects.filter(account=account, status=PositionStatus.OPEN).values_list(
+            "pk", "symbol", "last_price", "currency", "base_currency", "rate"
+        )
+    )
+    rates: dict[tuple[str, str], Decimal | None] = {}
     moved = []
-    for pk, symbol, last in open_ids:
+    for pk, symbol, last, currency, base, rate in rows:
         quote = quote_get(symbol)
-        if quote is not None and quote.last != last:
-            moved.append((pk, quote.last))
+        if (currency, base) not in rates:
+            rates[(currency, base)] = base_rate(currency, base)
+        new_rate = rates[(currency, base)] or rate
+        new_last = quote.last if quote is not None else last
+        if new_last != last or new_rate != rate:
+            moved.append((pk, new_last, new_rate))
     if not moved:
         return 0
     with AccountTx(account.pk) as tx:
-        for pk, last in moved:
+        for pk, last, rate in moved:
             position = Position.objects.filter(pk=pk, status=PositionStatus.OPEN).first()
             if position is None:
                 continue
-            mark_position(position, last)
-            position.save(update_fields=["last_price", "unrealized_pnl", "updated_at"])
+            mark_position(position, last, rate)
+            position.save(update_fields=["last_price", "rate", "unrealized_pnl", "unrealized_pnl_base", "updated_at"])
             tx.position_changed(position)
         tx.funds_changed()
     return len(moved)
