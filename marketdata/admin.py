@@ -3,15 +3,18 @@ a read-only bar browser that stays fast on tables of millions of bars."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
 
 from marketdata.models import Bar, Instrument
 from marketdata.services import INSTRUMENT_FIELDS, instrument_upsert, instruments_set_active
+from marketdata.sessions import session_problem, timezone_problem
 
 
 def _adopt(obj: Instrument, saved: Instrument) -> None:
@@ -23,8 +26,27 @@ def _adopt(obj: Instrument, saved: Instrument) -> None:
     obj._state.db = saved._state.db
 
 
+class InstrumentForm(ModelForm):
+    """Session and timezone checked as the service checks them, shown on the
+    field (the admin supplies the model and fields)."""
+
+    def clean_session(self) -> str:
+        return _checked(self.cleaned_data["session"], session_problem)
+
+    def clean_timezone(self) -> str:
+        return _checked(self.cleaned_data["timezone"], timezone_problem)
+
+
+def _checked(value: str, check: Callable[[str], str | None]) -> str:
+    problem = check(value)
+    if problem is not None:
+        raise ValidationError(problem)
+    return value
+
+
 @admin.register(Instrument)
 class InstrumentAdmin(admin.ModelAdmin):
+    form = InstrumentForm
     list_display = (
         "symbol",
         "type",

@@ -14,6 +14,7 @@ from core.exceptions import InvalidInput
 from marketdata.bars import BarBuilder
 from marketdata.models import Bar, Instrument, InstrumentType
 from marketdata.quotes import quotes_store
+from marketdata.sessions import session_problem, timezone_problem
 from marketdata.types import Bar as BarData
 from marketdata.types import Quote, Tick, normalize_resolution
 
@@ -44,6 +45,14 @@ def instrument_upsert(*, symbol: str, **fields: Any) -> Instrument:
         raise InvalidInput(fields={k: ["Unknown field."] for k in sorted(unknown)})
     if "type" in fields and fields["type"] not in InstrumentType.values:
         raise InvalidInput(fields={"type": [f"Must be one of {', '.join(InstrumentType.values)}."]})
+    # Days, bars and expiries are computed from these two: refuse what cannot be read.
+    problems = {
+        name: [problem]
+        for name, check in (("session", session_problem), ("timezone", timezone_problem))
+        if name in fields and (problem := check(str(fields[name]))) is not None
+    }
+    if problems:
+        raise InvalidInput(fields=problems)
     instrument, _ = Instrument.objects.update_or_create(symbol=symbol, defaults=fields)
     return instrument
 

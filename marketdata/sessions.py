@@ -119,6 +119,24 @@ def zone(name: str) -> ZoneInfo:
     return ZoneInfo(name or "UTC")
 
 
+def session_problem(text: str) -> str | None:
+    """Why ``text`` is no session string, or None."""
+    try:
+        parse_session(text)
+    except ValueError as exc:
+        return f"{exc} (TradingView notation: 24x7, 0930-1600:23456, 1800-1700:23456...)."
+    return None
+
+
+def timezone_problem(name: str) -> str | None:
+    """Why ``name`` is no IANA timezone, or None."""
+    try:
+        zone(name)
+    except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+        return f"Unknown timezone {name[:64]!r} (an IANA name such as America/New_York or Asia/Kolkata)."
+    return None
+
+
 def period_start(ts: int, resolution: str, tz_name: str, session: str = "24x7") -> int | None:
     """Start (unix seconds) of the 1D/1W/1M period holding ``ts``, in the
     instrument's timezone and session; None when ``ts`` is outside the session."""

@@ -19,6 +19,7 @@ from django.core.cache import cache
 from django.test import override_settings
 
 from brokers.paper.rules import day_order_expiry
+from core.exceptions import InvalidInput
 from marketdata.bars import aggregate, bucket_function, columns_from_rows
 from marketdata.csvio import bars_export_csv, bars_import_csv, iso_utc
 from marketdata.feeds.simulated import SimInstrument, SimulatedFeed
@@ -347,3 +348,36 @@ def test_a_daily_bar_of_an_overnight_session_includes_the_evening_before(alice_a
     midnight = at(NY, 0, 0, day=monday)
     body = alice_api.get(f"/api/v1/datafeed/history?symbol=CME:DAY&resolution=1D&from={midnight}&to={midnight + 86_400}").json()
     assert body["t"] == [midnight] and body["v"] == [len(rows)]
+
+
+# --- sessions and timezones that cannot be read are refused ----------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("field", "value"), [("session", "0975-1600"), ("session", "9:30-16:00"), ("timezone", "Mars/Olympus")])
+def test_an_unreadable_session_or_timezone_is_refused_where_instruments_are_written(field, value):
+    with pytest.raises(InvalidInput) as refused:
+        instrument_upsert(symbol="BAD:ONE", **{field: value})
+    assert list(refused.value.fields) == [field]
+    assert not Instrument.objects.filter(symbol="BAD:ONE").exists()
+
+
+@pytest.mark.django_db
+def test_the_admin_shows_an_unreadable_session_on_its_field(admin_client):
+    form = {
+        "symbol": "BAD:ADMIN",
+        "type": "stock",
+        "currency": "USD",
+        "tick_size": "0.01",
+        "lot_size": "1",
+        "multiplier": "1",
+        "session": "0930-2500",
+        "timezone": "Asia/Nowhere",
+        "broker_codes": "{}",
+        "sim_params": "{}",
+    }
+    response = admin_client.post("/admin/marketdata/instrument/add/", form)
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert set(errors) == {"session", "timezone"}
+    assert not Instrument.objects.filter(symbol="BAD:ADMIN").exists()
