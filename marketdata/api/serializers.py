@@ -189,7 +189,7 @@ class UdfHistorySerializer(serializers.Serializer):
 
 
 class UdfQuoteValuesSerializer(serializers.Serializer):
-    ch = serializers.FloatField(allow_null=True)
+    ch = serializers.FloatField(allow_null=True, help_text="lp - prev_close_price.")
     chp = serializers.FloatField(allow_null=True)
     short_name = serializers.CharField()
     exchange = serializers.CharField()
@@ -198,10 +198,10 @@ class UdfQuoteValuesSerializer(serializers.Serializer):
     ask = serializers.FloatField(allow_null=True)
     bid = serializers.FloatField(allow_null=True)
     spread = serializers.FloatField(allow_null=True)
-    open_price = serializers.FloatField(allow_null=True)
+    open_price = serializers.FloatField(allow_null=True, help_text="Open of the current trading day's 1D bar.")
     high_price = serializers.FloatField(allow_null=True)
     low_price = serializers.FloatField(allow_null=True)
-    prev_close_price = serializers.FloatField(allow_null=True)
+    prev_close_price = serializers.FloatField(allow_null=True, help_text="Close of the previous trading day's 1D bar.")
     volume = serializers.FloatField()
 
 
@@ -300,12 +300,19 @@ class QuoteSerializer(serializers.Serializer):
     ask_size = serializers.DecimalField(max_digits=None, decimal_places=None, allow_null=True)
     volume = serializers.DecimalField(max_digits=None, decimal_places=None)
     open_interest = serializers.DecimalField(max_digits=None, decimal_places=None, allow_null=True)
-    change = serializers.DecimalField(max_digits=None, decimal_places=None, allow_null=True)
+    change = serializers.DecimalField(max_digits=None, decimal_places=None, allow_null=True, help_text="last - prev_close.")
     change_percent = serializers.DecimalField(max_digits=None, decimal_places=None, allow_null=True)
-    day_open = serializers.DecimalField(max_digits=None, decimal_places=None, allow_null=True)
+    day_open = serializers.DecimalField(
+        max_digits=None,
+        decimal_places=None,
+        allow_null=True,
+        help_text="Open of the current trading day's 1D bar (the session day in the instrument's timezone).",
+    )
     day_high = serializers.DecimalField(max_digits=None, decimal_places=None, allow_null=True)
     day_low = serializers.DecimalField(max_digits=None, decimal_places=None, allow_null=True)
-    prev_close = serializers.DecimalField(max_digits=None, decimal_places=None, allow_null=True)
+    prev_close = serializers.DecimalField(
+        max_digits=None, decimal_places=None, allow_null=True, help_text="Close of the previous trading day's 1D bar."
+    )
     time = serializers.FloatField(help_text="Unix seconds of the last change.")
     stale = serializers.BooleanField()
 
