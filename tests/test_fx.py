@@ -134,3 +134,15 @@ def test_a_database_seeded_before_fx_gets_the_rates_added_once():
     assert {i.symbol for i in demo_instruments_ensure()} == {spec["symbol"] for spec in DEMO_FX}
     assert demo_fx_ensure() == []
     assert Instrument.objects.get(symbol="USD/KRW").currency == "KRW"
+
+
+@pytest.mark.django_db
+def test_fx_rates_show_in_symbols_the_datafeed_and_quotes(alice_api, quotes):
+    demo_fx_ensure()
+    quotes("USD/KRW", "1380.00", "1380.10")
+    listed = alice_api.get("/api/v1/symbols", {"type": "fx"}).json()["results"]
+    assert sorted(s["symbol"] for s in listed) == ["EUR/USD", "USD/INR", "USD/KRW", "USDT/USD"]
+    resolved = alice_api.get("/api/v1/datafeed/symbols", {"symbol": "USD/KRW"}).json()
+    assert (resolved["name"], resolved["type"], resolved["currency_code"]) == ("USD/KRW", "fx", "KRW")
+    (quoted,) = alice_api.get("/api/v1/quotes", {"symbols": "USD/KRW"}).json()["results"]
+    assert (quoted["symbol"], quoted["bid"], quoted["ask"], quoted["stale"]) == ("USD/KRW", "1380", "1380.1", False)

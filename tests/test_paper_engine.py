@@ -676,3 +676,21 @@ def test_a_withdrawal_never_takes_a_balance_below_zero():
         e.adjust("USD", D("-10000.01"), NOW)
     e.adjust("USD", D(-10_000), NOW)
     assert e.balances == {"USD": D(0)}
+
+
+def test_a_debit_left_while_a_rate_was_unknown_is_converted_once_the_rate_is_back():
+    e = _krw_engine()
+    e.adjust("KRW", D(100), NOW)
+    _buy(e, KRW_FUTURE, "1", "300", "d1")  # a fee of 30 won: covered by the won held
+    sell = OrderRequest(client_order_id="d2", symbol="KRF", side="sell", order_type="limit", qty=D(1), price=D(299))
+    (status,) = e.submit(sell, quote("290", "290", symbol="KRF"), KRW_FUTURE, NOW)
+    assert status.status == "new"
+    e.ledger.rates.clear()  # the rate goes away: the loss filled below is booked as a debit
+    e.on_quote(quote("299", "299", symbol="KRF", t=NOW + 1), NOW + 1)
+    assert e.balances["KRW"] == D(100) - 30 - 1000 - D("29.9")
+    e.cover_debits(NOW)
+    assert e.balances["KRW"] < 0  # still no rate: nothing to convert at
+    e.set_rates({"KRW": D("0.0008")})
+    e.cover_debits(NOW)
+    assert e.balances == {"USD": D(10_000) - D("0.77"), "KRW": D("0.1")}
+    assert [x.kind for x in e.take_changes().entries][-2:] == ["fx_conversion", "fx_conversion"]

@@ -277,6 +277,7 @@ def test_starting_balances_come_from_the_settings(alice, settings):
     krw, inr = fx_rate("KRW", "USD", allow_stale=True), fx_rate("INR", "USD", allow_stale=True)
     assert funds.cash == (D(1_000_000) + D(50_000_000) * krw + D(1_000_000) * inr).quantize(SCALE)
     assert balances(account) == ledger_sums(account)
+    assert sorted(ledger(account, "currency", "rate")) == [("INR", inr), ("KRW", krw), ("USD", 1)]
 
 
 # --- the ledger in the API, the admin and the CLI ---------------------------------------------

@@ -55,7 +55,8 @@ A fill that would take the balance of a currency other than the base below
 zero converts the shortfall from the base currency first (``fx_mode``
 ``convert``: two ``fx_conversion`` ledger entries, rounded up to each
 currency's minor units), so the opening part of an order also needs its cost
-in that currency, or its conversion, within the base currency's balance. With
+in that currency, or its conversion, within the base currency's balance (a debit
+left while no rate was known is converted by ``cover_debits``). With
 ``fx_mode`` ``refuse`` the opening part must be covered by the balance in the
 instrument's currency, else the order is refused (a later loss or a fill
 beyond it leaves a debit: a negative balance). An order in a currency
@@ -85,6 +86,7 @@ from brokers.paper.book import (
     EXPIRED,
     FILLED,
     FINAL,
+    FX_CONVERT,
     FX_REFUSE,
     IOC,
     LIMIT,
@@ -300,6 +302,16 @@ class PaperEngine:
     def buying_power(self) -> Decimal:
         equity, _, _, position_margin = self.ledger.valuation()
         return equity - position_margin - self.order_margin
+
+    def cover_debits(self, now: float) -> None:
+        """In convert mode, top up from the base currency every other currency
+        left below zero (a fill booked while its rate was unknown)."""
+        ledger = self.ledger
+        if self.config.fx_mode != FX_CONVERT:
+            return
+        for currency, balance in sorted(ledger.balances.items()):
+            if currency != ledger.base_currency and balance < 0:
+                ledger.convert_into(currency, -balance, now)
 
     def adjust(self, currency: str, amount: Decimal, now: float, *, note: str = "") -> LedgerEntry:
         """A deposit (``amount`` > 0) or a withdrawal (< 0) of ``currency``.

@@ -60,6 +60,7 @@ def paper_account_ensure(*, account_id: int) -> PaperAccount:
     ``deposit`` ledger entry) when missing."""
     base = BrokerAccount.objects.filter(pk=account_id).values_list("base_currency", flat=True).get()
     balances = starting_balances(base)
+    rates = {**fx_rates(set(balances) - {base}, base, allow_stale=True), base: Decimal(1)} if len(balances) > 1 else {base: Decimal(1)}
     with transaction.atomic():
         # get_or_create survives a concurrent creation (unique pk): it reads the winner's row.
         paper, created = PaperAccount.objects.get_or_create(
@@ -76,7 +77,7 @@ def paper_account_ensure(*, account_id: int) -> PaperAccount:
                     currency=c,
                     amount=a,
                     kind=DEPOSIT,
-                    rate=1 if c == base else None,
+                    rate=rates.get(c),
                     note="Starting balance",
                     created_at=stamp,
                 )
@@ -153,6 +154,7 @@ def _run(
     book = book_load(paper, symbols=symbols, orders_of=orders_of, expiring_by=expiring_by)
     engine_rates_refresh(book.engine, now=now)
     events = operation(book.engine)
+    book.engine.cover_debits(now)
     book_save(book, now)
     _report_after_commit(paper.pk, book.engine, events)
     return book.engine
