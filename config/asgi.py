@@ -47,6 +47,18 @@ class StartLoops:
             return
         self.started = True
         loops.start_in_process()
+        if "twisted.internet.reactor" in sys.modules:
+            from twisted.internet import reactor
+
+            # Stop the loops while the reactor still runs, so iterations in
+            # flight finish their publishes; stop_all's wait is bounded.
+            reactor.addSystemEventTrigger("before", "shutdown", self.stop)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def stop():  # type: ignore[no-untyped-def]
+        from twisted.internet import defer
+
+        return defer.Deferred.fromFuture(asyncio.ensure_future(loops.stop_all()))
 
     async def __call__(self, scope, receive, send):  # type: ignore[no-untyped-def]
         if not self.started and scope["type"] != "lifespan":

@@ -62,7 +62,7 @@ THIRD_PARTY_APPS = [
     "allauth.account",
     "allauth.mfa",
     "allauth.socialaccount",
-    "allauth.socialaccount.providers.google",
+    # allauth.socialaccount.providers.google: added below only when Google is configured.
 ]
 LOCAL_APPS = [
     "core",
@@ -206,6 +206,9 @@ GOOGLE_CLIENT_ID = env.str("GOOGLE_CLIENT_ID", default="")
 GOOGLE_CLIENT_SECRET = env.str("GOOGLE_CLIENT_SECRET", default="")
 SOCIALACCOUNT_PROVIDERS: dict[str, dict] = {}
 if GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET:
+    # Only then are its login paths routed: without an app, allauth's Google
+    # login fails with a 500 instead of the 404 of a path that is not there.
+    INSTALLED_APPS.append("allauth.socialaccount.providers.google")
     SOCIALACCOUNT_PROVIDERS["google"] = {
         "APPS": [{"client_id": GOOGLE_CLIENT_ID, "secret": GOOGLE_CLIENT_SECRET, "key": ""}],
         "SCOPE": ["profile", "email"],

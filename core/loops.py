@@ -6,17 +6,26 @@ the daphne process on the embedded default (``RUN_LOOPS_IN_PROCESS``) and in the
 
 A loop function is sync (run in a worker thread, so it may use the ORM) or a
 coroutine function. A failing iteration is logged and counted; the loop goes on.
+
+Stopping never hangs: the worker threads are daemons (one stuck in an iteration
+cannot keep the process alive), ``stop_all`` waits for running iterations only
+``STOP_TIMEOUT`` seconds, and async work an iteration hands to the event loop
+(a publish) is waited for with a timeout (``run_in_event_loop``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import logging
+import queue
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
@@ -24,6 +33,9 @@ from django.db import close_old_connections
 logger = logging.getLogger(__name__)
 
 LoopFunc = Callable[[], object] | Callable[[], Awaitable[object]]
+T = TypeVar("T")
+
+STOP_TIMEOUT = 5.0  # seconds stop_all waits for iterations still running
 
 
 @dataclass
@@ -57,12 +69,76 @@ def registered_loops() -> dict[str, Loop]:
     return dict(_registry)
 
 
-def _run_sync(func: Callable[[], object]) -> object:
+class _DaemonThreadPool(concurrent.futures.Executor):
+    """Runs the sync loops' iterations, one thread per iteration running at a
+    time, reused. Unlike ThreadPoolExecutor's, its threads are daemons, which
+    the interpreter does not join at exit."""
+
+    def __init__(self, max_workers: int = 32) -> None:
+        self._work: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...]]] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._max_workers = max_workers
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._work.put((future, partial(fn, **kwargs) if kwargs else fn, args))
+        with self._lock:
+            if not self._idle.acquire(blocking=False) and len(self._threads) < self._max_workers:
+                thread = threading.Thread(target=self._worker, name=f"loop-worker-{len(self._threads)}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+        return future
+
+    def _worker(self) -> None:
+        while True:
+            future, fn, args = self._work.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:
+                    future.set_exception(exc)
+            del future, fn, args
+            self._idle.release()
+
+
+_executor = _DaemonThreadPool()
+_thread_state = threading.local()
+
+
+def _run_sync(func: Callable[[], object], event_loop: asyncio.AbstractEventLoop) -> object:
+    _thread_state.event_loop = event_loop
     close_old_connections()
     try:
         return func()
     finally:
         close_old_connections()
+        _thread_state.event_loop = None
+
+
+def run_in_event_loop(coro: Coroutine[Any, Any, T], *, timeout: float) -> T:
+    """From a sync loop iteration: run ``coro`` on the event loop that runs the
+    loops and wait at most ``timeout`` seconds (TimeoutError). That loop stops
+    when the server does, so a plain async_to_sync could wait forever.
+    Elsewhere (no loop iteration on this thread): async_to_sync."""
+    event_loop: asyncio.AbstractEventLoop | None = getattr(_thread_state, "event_loop", None)
+    if event_loop is None:
+        from asgiref.sync import async_to_sync
+
+        async def run() -> T:
+            return await coro
+
+        return async_to_sync(run)()
+    if not event_loop.is_running():
+        coro.close()
+        raise TimeoutError("the event loop has stopped")
+    future = asyncio.run_coroutine_threadsafe(coro, event_loop)
+    try:
+        return future.result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise TimeoutError(f"not done within {timeout:g}s") from None
 
 
 async def run_once(loop: Loop) -> None:
@@ -71,7 +147,9 @@ async def run_once(loop: Loop) -> None:
             await loop.func()  # type: ignore[misc]
         else:
             # thread_sensitive=False: loops must not queue behind request handlers.
-            await sync_to_async(_run_sync, thread_sensitive=False)(loop.func)
+            # (asgiref annotates a ThreadPoolExecutor; it only hands it to run_in_executor, which takes any Executor.)
+            run = sync_to_async(_run_sync, thread_sensitive=False, executor=_executor)  # type: ignore[call-overload]
+            await run(loop.func, asyncio.get_running_loop())
         loop.iterations += 1
     except asyncio.CancelledError:
         raise
@@ -106,9 +184,18 @@ def start_in_process(names: list[str] | None = None) -> list[str]:
     return started
 
 
-async def stop_all() -> None:
-    tasks = list(_tasks.values())
+async def stop_all(timeout: float | None = STOP_TIMEOUT) -> None:
+    """Cancel every loop and wait (at most ``timeout``) for iterations still
+    running in worker threads; the event loop keeps serving meanwhile, so what
+    they hand it (publishes) completes. A thread still stuck after that is a
+    daemon and does not keep the process alive."""
+    # Tasks of an event loop that is already closed (a finished asyncio.run) are gone.
+    tasks = [task for task in _tasks.values() if not task.get_loop().is_closed()]
+    _tasks.clear()
     for task in tasks:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    _tasks.clear()
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    if pending:
+        logger.warning("loops still running after %ss, left behind: %s", timeout, ", ".join(t.get_name() for t in pending))

@@ -11,13 +11,15 @@ import hashlib
 import logging
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from core.loops import run_in_event_loop
 from streams.frames import StreamEvent, encode
 
 logger = logging.getLogger(__name__)
+
+PUBLISH_TIMEOUT = 5.0  # seconds a loop thread waits for its publish
 
 
 def group_for(channel: str) -> str:
@@ -44,7 +46,14 @@ async def apublish(channel: str, seq: int, data: Any, *, latest: bool = False) -
 
 
 def publish(channel: str, seq: int, data: Any, *, latest: bool = False) -> bool:
-    return async_to_sync(apublish)(channel, seq, data, latest=latest)
+    """From sync code. In a loop iteration the wait is bounded: a stopped event
+    loop (the server is shutting down) or a layer that stopped answering costs
+    this update (clients heal a gap with a fresh snapshot), never a thread."""
+    try:
+        return run_in_event_loop(apublish(channel, seq, data, latest=latest), timeout=PUBLISH_TIMEOUT)
+    except TimeoutError as exc:
+        logger.warning("publish to %s dropped: %s", channel, exc)
+        return False
 
 
 def publish_on_commit(channel: str, seq: int, data: Any, *, latest: bool = False) -> None:
