@@ -127,8 +127,24 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / env.str("SQLITE_TEST_NAME", default="test.sqlite3"))}
 else:
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    if env.bool("DB_POOL", default=True):
+        # daphne (and uvicorn) run each request's sync code in a new thread and
+        # Django's connections are per thread, so without a pool every request
+        # connects anew and a burst opens one connection per request. The pool
+        # is per process, shared by its threads, capped at max_size: a request,
+        # task or loop iteration takes a connection and returns it when it ends
+        # (pooling needs CONN_MAX_AGE=0). Size it per process kind: README,
+        # "Database connections".
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": env.int("DB_POOL_MIN_SIZE", default=1),
+            "max_size": env.int("DB_POOL_MAX_SIZE", default=10),
+            # Seconds a caller waits for a free connection before an error.
+            "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),
+        }
+    else:
+        DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["ATOMIC_REQUESTS"] = False  # services own their transactions
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -162,7 +178,11 @@ else:
 
 # --- Celery ----------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
-CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL or "cache+memory://")
+# No result backend: every task is fire-and-forget (its effects are in the
+# database and on the streams), and with a backend each delay() built one per
+# thread and subscribed to the task's result channel on a new Redis connection.
+CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="") or None
+CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=not REDIS_URL)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
@@ -174,6 +194,11 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
 CELERY_TIMEZONE = "UTC"
+# Celery's Django fix-up closes every connection before and after each task
+# (in prefork children the whole pool too), so a worker connected anew per task.
+# It does that only every this many tasks now; config/celery.py hands the
+# connection back to the pool after each task instead.
+CELERY_DB_REUSE_MAX = 1000
 
 # Periodic loops (simulator, broadcaster, sweeper, reconciliation...) run inside
 # the web process on the embedded default, in the ``marketdata`` process otherwise.

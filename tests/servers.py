@@ -127,7 +127,10 @@ def run_daphne(tmp_dir: Path, **env_overrides: str) -> Iterator[ServerProcess]:
 
 @contextlib.contextmanager
 def run_celery_worker(tmp_dir: Path, **env_overrides: str) -> Iterator[subprocess.Popen]:
+    """A worker with a result backend (production has none): ``worker_ping``
+    reads a result to know the worker has run everything sent before it."""
     log_path = tmp_dir / "celery-worker.log"
+    env_overrides.setdefault("CELERY_RESULT_BACKEND", settings.REDIS_URL)
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [str(BIN / "celery"), "-A", "config", "worker", "--pool=solo", "--loglevel=INFO", "--without-gossip", "--without-mingle"],
@@ -146,3 +149,44 @@ def run_celery_worker(tmp_dir: Path, **env_overrides: str) -> Iterator[subproces
         yield proc
     finally:
         _stop(proc)
+
+
+def worker_ping(timeout: float = 30.0) -> str:
+    """Send ``core.ping`` asking for its result and read it from Redis: the
+    worker of ``run_celery_worker`` (one task at a time, in order) has then
+    run every task sent before."""
+    from celery.backends.redis import RedisBackend
+
+    from config.celery import app
+    from core.tasks import ping
+
+    backend = RedisBackend(app=app, url=settings.REDIS_URL)
+    sent = ping.apply_async(ignore_result=False)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        meta = backend.get_task_meta(sent.id)
+        if meta["status"] == "SUCCESS":
+            return meta["result"]
+        time.sleep(0.1)
+    raise TimeoutError(f"no result of core.ping {sent.id} in {timeout}s")
+
+
+@contextlib.contextmanager
+def run_redis_server(port: int, workdir: Path) -> Iterator[subprocess.Popen]:
+    """A private redis-server on 127.0.0.1:<port>, never the shared one."""
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True).stdout.strip() != "PONG":
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("private redis-server did not start")
+        time.sleep(0.05)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

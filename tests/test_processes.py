@@ -15,7 +15,7 @@ import pytest
 import requests
 from django.conf import settings
 
-from tests.servers import BIN, ROOT, free_port, server_env
+from tests.servers import BIN, ROOT, free_port, server_env, worker_ping
 
 pytestmark = [
     pytest.mark.skipif(not settings.REDIS_URL, reason="production mode only (REDIS_URL unset: embedded default)"),
@@ -26,9 +26,7 @@ pytestmark = [
 
 @pytest.mark.django_db(transaction=True)
 def test_celery_worker_runs_the_ping_task(celery_worker_process):
-    from core.tasks import ping
-
-    assert ping.delay().get(timeout=30) == "pong"
+    assert worker_ping() == "pong"
 
 
 def _killpg(pid: int, signum: int) -> None:
