@@ -24,7 +24,8 @@ async def _never_answers(*args: Any, **kwargs: Any) -> None:
 
 
 def _publish_after_commit() -> None:
-    get_channel_layer().group_send = _never_answers  # type: ignore[union-attr]
+    # On the class: with Redis, sync publishes go through the process's own layer instance.
+    type(get_channel_layer()).group_send = _never_answers  # type: ignore[method-assign]
     with transaction.atomic():
         publish_on_commit("system", 1, {"status": "ok"})
 
