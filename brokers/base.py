@@ -36,6 +36,9 @@ class OrderRequest:
     time_in_force: str = "gtc"  # day | gtc | ioc
     reduce_only: bool = False
     position_ref: str | None = None  # broker-side position of hedging accounts
+    # Broker-specific fields (Kite: product, variety) named by the broker's
+    # Capabilities.extra_order_fields; the OMS refuses any other before sending.
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,8 @@ class Order(models.Model):
     strategy_id = models.CharField(max_length=64, blank=True, default="")
     position = models.ForeignKey("Position", null=True, blank=True, on_delete=models.SET_NULL, related_name="orders")
     reduce_only = models.BooleanField(default=False)
+    # Broker-specific fields the account's broker takes (oms.specs.EXTRA_ORDER_FIELDS).
+    broker_fields = models.JSONField(default=dict, blank=True)
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.REST)
     status_message = models.TextField(blank=True, default="")
     # Set when the send to the broker starts: an order in pending_new with a

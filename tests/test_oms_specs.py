@@ -14,6 +14,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from decimal import Decimal
 from io import StringIO
 from typing import Any
@@ -242,8 +243,11 @@ def fresh_channel_layer() -> Iterator[None]:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_ws_command_refuses_the_same_payloads_with_error_frames(fresh_channel_layer, venue, alice):
+def test_ws_command_refuses_the_same_payloads_with_error_frames(fresh_channel_layer, venue, alice, day_only):
     from streams.routing import websocket_urlpatterns
+
+    day_venue, day_account = day_only
+    stop = {**LIMIT, "order_type": "stop", "price": None, "stop_price": "95.00"}
 
     account = broker_account_create(owner=alice, kind="kis", label="ws")
     order = Order.objects.create(account=account, client_order_id="w1", symbol="AAPL", side="buy", order_type="limit", qty=1, price=90)
@@ -258,6 +262,7 @@ def test_ws_command_refuses_the_same_payloads_with_error_frames(fresh_channel_la
         "change-id": {"command": "change_order", "payload": {"order_id": BIG, "qty": "2"}},
         "close-by": {"command": "close_by", "payload": {"position_id_a": BIG, "position_id_b": BIG}},
         "account": {"command": "cancel_all", "account_id": BIG},
+        "unsupported": {"command": "send_order", "account_id": day_account.pk, "payload": stop},
     }
 
     async def scenario() -> dict[str, dict[str, Any]]:
@@ -285,10 +290,11 @@ def test_ws_command_refuses_the_same_payloads_with_error_frames(fresh_channel_la
     answers = asyncio.run(asyncio.wait_for(scenario(), 90))
     # The gateway's JSON decoder refuses a lone surrogate before any op runs.
     assert answers.pop("symbol-surrogate")["data"]["error"]["code"] in ("bad_frame", "validation_error")
+    assert answers.pop("unsupported")["data"]["error"]["code"] == "unsupported_by_broker"
     for request_id, answer in answers.items():
         assert answer["type"] == "error" and answer["request_id"] == request_id, answer
         assert answer["data"]["error"]["code"] == "validation_error", answer
-    assert Order.objects.count() == 1 and Order.objects.get().qty == 1 and venue.placed == []
+    assert Order.objects.count() == 1 and Order.objects.get().qty == 1 and venue.placed == day_venue.placed == []
 
 
 # --- the CLI ----------------------------------------------------------------------------------------------------------
@@ -327,3 +333,95 @@ def test_cli_ids_are_ascii_digits_within_bigint(venue, account, api):
     with pytest.raises(CommandError):
         cli("cancel_all", "--account-id", str(BIG))
     assert Order.objects.get(pk=order_id).status == "new"
+
+
+# --- what the account's broker takes --------------------------------------------------------------------------
+
+
+class DayOnlyVenue(FakeVenue):
+    """A broker as KIS: market and limit orders, day orders only, and one
+    broker-specific field (``product``, when a spec registers it)."""
+
+    def broker(self, account):  # the registry factory
+        broker = super().broker(account)
+        broker.capabilities = replace(
+            broker.capabilities,
+            order_types=frozenset({"market", "limit"}),
+            times_in_force=frozenset({"day"}),
+            extra_order_fields=frozenset({"product"}),
+        )
+        return broker
+
+
+@pytest.fixture
+def day_only(alice) -> Iterator[tuple[DayOnlyVenue, BrokerAccount]]:
+    with venue_registered(DayOnlyVenue(), kind="ccxt") as registered:
+        yield registered, broker_account_create(owner=alice, kind="ccxt", label="day only", exchange_id="binance")
+
+
+@pytest.fixture
+def product_field(monkeypatch) -> None:
+    from oms.specs import EXTRA_ORDER_FIELDS
+    from oms.specs.fields import ChoiceField
+
+    monkeypatch.setitem(EXTRA_ORDER_FIELDS, "product", lambda: ChoiceField(choices=["CNC", "MIS"], required=False))
+
+
+UNSUPPORTED = [
+    pytest.param({"order_type": "stop", "price": None, "stop_price": "95.00"}, "order_type", id="stop-order"),
+    pytest.param({"order_type": "stop_limit", "stop_price": "95.00"}, "order_type", id="stop-limit-order"),
+    pytest.param({"time_in_force": "gtc"}, "time_in_force", id="gtc"),
+    pytest.param({"time_in_force": "ioc"}, "time_in_force", id="ioc"),
+]
+
+
+@pytest.mark.parametrize(("change", "field"), UNSUPPORTED)
+def test_what_the_accounts_broker_does_not_take_is_refused_at_once(api, day_only, change, field):
+    venue, account = day_only
+    payload = {**LIMIT, **change}
+    code = "unsupported_by_broker"
+    refused(api.post(f"/api/v1/accounts/{account.pk}/orders", payload), field, code=code)
+    refused(api.post("/api/v1/oms/commands", {"account_id": account.pk, "command": "send_order", "payload": payload}), field, code=code)
+    refused(api.post(f"/api/v1/accounts/{account.pk}/batch-orders", {"orders": [LIMIT, payload]}), code=code)
+    assert not Order.objects.exists() and venue.placed == []
+
+
+def test_an_omitted_time_in_force_is_day_for_a_broker_without_gtc(api, venue, account, day_only):
+    _, day_account = day_only
+    for target in (account, day_account):
+        assert api.post(f"/api/v1/accounts/{target.pk}/orders", LIMIT).status_code == 202
+    assert dict(Order.objects.values_list("account_id", "time_in_force")) == {account.pk: "gtc", day_account.pk: "day"}
+
+
+def test_broker_specific_fields_reach_the_broker_that_takes_them_and_no_other(api, venue, account, day_only, product_field):
+    day_venue, day_account = day_only
+    response = api.post(f"/api/v1/accounts/{day_account.pk}/orders", {**LIMIT, "product": "MIS"})
+    assert response.status_code == 202, response.content
+    assert Order.objects.get().broker_fields == {"product": "MIS"}
+    assert [request.extra for request in day_venue.placed] == [{"product": "MIS"}]
+    refused(api.post(f"/api/v1/accounts/{day_account.pk}/orders", {**LIMIT, "product": "XYZ"}), "product")
+    refused(api.post(f"/api/v1/accounts/{account.pk}/orders", {**LIMIT, "product": "MIS"}), "product", code="unsupported_by_broker")
+    assert Order.objects.count() == 1 and venue.placed == []
+    out = cli(
+        "send_order",
+        "--account-id",
+        day_account.pk,
+        "--symbol",
+        "AAPL",
+        "--side",
+        "buy",
+        "--order-type",
+        "market",
+        "--qty",
+        "1",
+        "--product",
+        "CNC",
+    )
+    assert json.loads(out)["ok"] is True
+    assert Order.objects.latest("id").broker_fields == {"product": "CNC"}
+
+
+def test_a_broker_specific_field_no_spec_registers_is_an_unknown_field(api, day_only):
+    _, account = day_only
+    body = refused(api.post(f"/api/v1/accounts/{account.pk}/orders", {**LIMIT, "product": "MIS"}), "product")
+    assert body["fields"] == {"product": ["Unknown field."]}

@@ -9,13 +9,13 @@ from __future__ import annotations
 from accounts.models import User
 from brokers.models import BrokerAccount
 from oms.errors import Conflict, InvalidInput, NotFound, TradingDisabled
-from oms.models import FINAL_STATUSES, Order, OrderType, Position, PositionSide, PositionStatus, Side, TimeInForce
+from oms.models import FINAL_STATUSES, Order, OrderType, Position, PositionSide, PositionStatus, Side
 from oms.services.amend import orders_cancel_all
 from oms.services.enqueue import enqueue_submit
 from oms.services.positions import working_reduce_qty
 from oms.services.send import order_create
 from oms.services.tx import AccountTx
-from oms.specs import OrderSpec, instrument_for_order, new_client_order_id
+from oms.specs import OrderSpec, broker_capabilities, default_time_in_force, instrument_for_order, new_client_order_id
 
 
 def position_close(*, account: BrokerAccount, position_id: int, actor: User | None, source: str) -> Order:
@@ -44,7 +44,7 @@ def position_close(*, account: BrokerAccount, position_id: int, actor: User | No
             qty=remaining,
             price=None,
             stop_price=None,
-            time_in_force=TimeInForce.GTC,
+            time_in_force=default_time_in_force(broker_capabilities(tx.account)),
             strategy_id=position.strategy_id,
             position_id=position.pk,
             reduce_only=True,

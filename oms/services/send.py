@@ -87,6 +87,7 @@ def order_create(tx: AccountTx, spec: OrderSpec, *, actor: User | None, source: 
         strategy_id=spec.strategy_id,
         position=position if position is not None else None,
         reduce_only=spec.reduce_only,
+        broker_fields=dict(spec.extra),
         source=source,
         status=OrderStatus.PENDING_NEW,
     )
@@ -136,6 +137,7 @@ def order_request(order: Order) -> OrderRequest:
         time_in_force=order.time_in_force,
         reduce_only=order.reduce_only,
         position_ref=str(order.position_id) if order.position_id else None,
+        extra=dict(order.broker_fields or {}),
     )
 
 

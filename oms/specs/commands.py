@@ -172,6 +172,13 @@ def broker_capabilities(account: BrokerAccount) -> Capabilities | None:
         return None
 
 
+def default_time_in_force(capabilities: Capabilities | None) -> str:
+    """gtc, or day for a broker that takes no gtc (KIS, Kite)."""
+    if capabilities is not None and TimeInForce.GTC not in capabilities.times_in_force and TimeInForce.DAY in capabilities.times_in_force:
+        return TimeInForce.DAY
+    return TimeInForce.GTC
+
+
 def spec_context(account: BrokerAccount | None) -> dict[str, Any]:
     """The context a spec checks an account's commands against."""
     return {"account": account, "capabilities": None if account is None else broker_capabilities(account)}
@@ -244,7 +251,9 @@ class SendOrderPayload(PayloadSpec):
     qty = PlainDecimalField(help_text="A multiple of the lot size, > 0.")
     price = PlainDecimalField(required=False, allow_null=True, help_text="limit and stop_limit only; on the tick size.")
     stop_price = PlainDecimalField(required=False, allow_null=True, help_text="stop and stop_limit only; on the tick size.")
-    time_in_force = ChoiceField(choices=TimeInForce.choices, required=False, allow_null=True, help_text="Default gtc.")
+    time_in_force = ChoiceField(
+        choices=TimeInForce.choices, required=False, allow_null=True, help_text="Default gtc (day where the broker takes no gtc)."
+    )
     strategy_id = TextField(max_length=64, required=False, allow_blank=True, allow_null=True)
     position_id = IdField(required=False, allow_null=True, help_text="Hedging accounts: the position to add to or reduce.")
     reduce_only = BooleanField(required=False)
@@ -258,9 +267,9 @@ class SendOrderPayload(PayloadSpec):
 
     def validate(self, attrs: dict[str, Any]) -> OrderSpec:
         order_type = attrs["order_type"]
-        time_in_force = attrs.get("time_in_force") or TimeInForce.GTC
-        extra = {name: attrs[name] for name in EXTRA_ORDER_FIELDS if attrs.get(name) is not None}
         capabilities: Capabilities | None = self.context.get("capabilities")
+        time_in_force = attrs.get("time_in_force") or default_time_in_force(capabilities)
+        extra = {name: attrs[name] for name in EXTRA_ORDER_FIELDS if attrs.get(name) is not None}
         refused: dict[str, list[ErrorDetail]] = {}
         if capabilities is not None:
             if order_type not in capabilities.order_types:
