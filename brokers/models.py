@@ -3,6 +3,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from brokers.crypto import CredentialError, decrypt_json
+
 
 class BrokerKind(models.TextChoices):
     PAPER = "paper", "Paper"
@@ -25,6 +27,24 @@ class AccountStatus(models.TextChoices):
     ACTIVE = "active", "Active"
     DISABLED = "disabled", "Disabled"
     ERROR = "error", "Error"
+    # No adapter serves its kind, or a required credential is unset: orders are refused at once.
+    NOT_CONFIGURED = "not_configured", "Not configured"
+
+
+# Credential fields each broker kind needs (the adapters read these names):
+# an account lacking one is not_configured.
+REQUIRED_CREDENTIALS: dict[str, tuple[str, ...]] = {
+    BrokerKind.PAPER: (),
+    BrokerKind.KIS: ("app_key", "app_secret"),
+    BrokerKind.CCXT: ("api_key", "secret"),
+    BrokerKind.KITE: ("api_key", "api_secret"),
+}
+OPTIONAL_CREDENTIALS: dict[str, tuple[str, ...]] = {
+    BrokerKind.PAPER: (),
+    BrokerKind.KIS: ("hts_id",),
+    BrokerKind.CCXT: ("password", "uid"),
+    BrokerKind.KITE: ("access_token",),
+}
 
 
 class BrokerAccount(models.Model):
@@ -44,7 +64,7 @@ class BrokerAccount(models.Model):
     exchange_id = models.CharField(max_length=32, blank=True, help_text="CCXT exchange id, e.g. binance.")
     # JSON of secrets, encrypted (``enc:v1:...``). Write-only everywhere.
     credentials_encrypted = models.TextField(blank=True, default="")
-    status = models.CharField(max_length=10, choices=AccountStatus.choices, default=AccountStatus.ACTIVE)
+    status = models.CharField(max_length=16, choices=AccountStatus.choices, default=AccountStatus.ACTIVE)
     trading_enabled = models.BooleanField(default=True, help_text="Staff kill switch: off refuses new orders.")
     last_synced_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
@@ -67,5 +87,18 @@ class BrokerAccount(models.Model):
         return f"{self.label} ({self.kind}, #{self.pk})"
 
     @property
+    def missing_credentials(self) -> list[str]:
+        """The required credentials of its kind that are not set (names only)."""
+        required = REQUIRED_CREDENTIALS.get(self.kind, ())
+        if not required:
+            return []
+        try:
+            stored = decrypt_json(self.credentials_encrypted) if self.credentials_encrypted else {}
+        except CredentialError:
+            stored = {}  # no configured key reads them: as good as unset
+        return [name for name in required if not stored.get(name)]
+
+    @property
     def has_credentials(self) -> bool:
-        return bool(self.credentials_encrypted)
+        """Credentials are stored and every required one is set."""
+        return bool(self.credentials_encrypted) and not self.missing_credentials

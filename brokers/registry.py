@@ -31,6 +31,11 @@ def register_broker(kind: str, factory: BrokerFactory) -> None:
     _factories[kind] = factory
 
 
+def adapter_registered(kind: str) -> bool:
+    """Whether an adapter serves accounts of ``kind`` in this process."""
+    return kind in _factories
+
+
 def broker_for(account: BrokerAccount) -> Broker:
     factory = _factories.get(account.kind)
     if factory is None:

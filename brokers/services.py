@@ -13,24 +13,23 @@ from django.utils import timezone
 
 from accounts.models import User
 from brokers.crypto import CredentialError, decrypt_json, encrypt_json, rotate_value
-from brokers.models import AccountStatus, BrokerAccount, BrokerKind, Environment, PositionMode
+from brokers.models import (
+    OPTIONAL_CREDENTIALS,
+    REQUIRED_CREDENTIALS,
+    AccountStatus,
+    BrokerAccount,
+    BrokerKind,
+    Environment,
+    PositionMode,
+)
+from brokers.registry import adapter_registered
 from core.exceptions import InvalidInput, NotFound
 
 logger = logging.getLogger(__name__)
 
-# Credential fields each broker kind needs (the adapters read these names).
-CREDENTIAL_FIELDS: dict[str, tuple[str, ...]] = {
-    BrokerKind.PAPER: (),
-    BrokerKind.KIS: ("app_key", "app_secret"),
-    BrokerKind.CCXT: ("api_key", "secret"),
-    BrokerKind.KITE: ("api_key", "api_secret"),
-}
-OPTIONAL_CREDENTIAL_FIELDS: dict[str, tuple[str, ...]] = {
-    BrokerKind.PAPER: (),
-    BrokerKind.KIS: ("hts_id",),
-    BrokerKind.CCXT: ("password", "uid"),
-    BrokerKind.KITE: ("access_token",),
-}
+# The names the admin, the management commands and the API have used (the rule is in brokers.models).
+CREDENTIAL_FIELDS = REQUIRED_CREDENTIALS
+OPTIONAL_CREDENTIAL_FIELDS = OPTIONAL_CREDENTIALS
 
 EDITABLE_FIELDS = (
     "label",
@@ -92,8 +91,26 @@ def broker_account_create(
     )
     if credentials:
         account.credentials_encrypted = encrypt_json(_check_credentials(kind, credentials))
+    account.status = _configured(account, AccountStatus.ACTIVE)
     account.save()
     return account
+
+
+def _configured(account: BrokerAccount, status: str) -> str:
+    """The status to store once credentials or kind change: not_configured
+    while a required credential is unset, back to active once all are."""
+    if account.missing_credentials:
+        return AccountStatus.NOT_CONFIGURED if status in (AccountStatus.ACTIVE, AccountStatus.NOT_CONFIGURED) else status
+    return AccountStatus.ACTIVE if status == AccountStatus.NOT_CONFIGURED else status
+
+
+def broker_account_status(account: BrokerAccount) -> str:
+    """The account's status as the API and the OMS see it. Adapters register
+    when a process starts, so an account whose kind no adapter serves is
+    ``not_configured`` on reading, whatever is stored."""
+    if account.status == AccountStatus.ACTIVE and not adapter_registered(account.kind):
+        return AccountStatus.NOT_CONFIGURED
+    return account.status
 
 
 def _validate_common(*, label: str | None = None, base_currency: str | None = None) -> None:
@@ -133,6 +150,7 @@ def broker_account_update(
             if merge_credentials and locked.credentials_encrypted:
                 credentials = {**decrypt_json(locked.credentials_encrypted), **credentials}
             locked.credentials_encrypted = encrypt_json(_check_credentials(locked.kind, credentials)) if credentials else ""
+            locked.status = _configured(locked, locked.status)
         locked.save()
     return locked
 
@@ -156,6 +174,7 @@ def broker_account_set_trading_enabled(*, account: BrokerAccount, enabled: bool)
 def broker_account_set_status(*, account: BrokerAccount, status: str, error: str = "") -> BrokerAccount:
     if status not in AccountStatus.values:
         raise InvalidInput(fields={"status": [f"Must be one of {', '.join(AccountStatus.values)}."]})
+    status = _configured(account, status)  # staff cannot activate an account missing its credentials
     fields: dict[str, Any] = {"status": status, "updated_at": timezone.now()}
     if error:
         fields.update(last_error=error, last_error_at=timezone.now())

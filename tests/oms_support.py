@@ -18,6 +18,7 @@ from django.db.models import Sum
 
 from brokers import registry
 from brokers.base import BrokerRejected, Capabilities, Fill, OrderAck, OrderRequest, OrderStatus
+from brokers.models import REQUIRED_CREDENTIALS
 from brokers.services import broker_account_create
 from marketdata.quotes import quote_store
 from marketdata.services import instrument_upsert
@@ -47,7 +48,9 @@ def set_quote(symbol: str, last: str, spread: str = "0.02") -> None:
 
 
 def make_account(owner: Any, *, kind: str = "kis", position_mode: str = "netting", label: str = "test") -> Any:
-    return broker_account_create(owner=owner, kind=kind, label=label, position_mode=position_mode)
+    """A configured account of ``kind``: every required credential set (the venue ignores them)."""
+    credentials = {name: f"test-{name}" for name in REQUIRED_CREDENTIALS[kind]}
+    return broker_account_create(owner=owner, kind=kind, label=label, position_mode=position_mode, credentials=credentials)
 
 
 @contextlib.contextmanager

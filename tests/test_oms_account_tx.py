@@ -50,7 +50,8 @@ def account(alice):
 
 def test_a_return_from_inside_the_block_still_publishes_after_commit(account, published, monkeypatch):
     monkeypatch.setattr("oms.services.send.enqueue_submit", lambda ids: None)  # stays unsent
-    order = send(account, order_type="limit", price="90")
+    with venue_registered(FakeVenue()):
+        order = send(account, order_type="limit", price="90")
     # Canceling an order not sent yet returns from inside the locked block.
     with transaction.atomic():
         order_cancel(order=order, actor=None, source="rest")

@@ -21,7 +21,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from brokers.models import BrokerAccount
+from brokers.models import REQUIRED_CREDENTIALS, BrokerAccount
 from brokers.services import broker_account_create
 from marketdata.quotes import quote_store
 from marketdata.services import instrument_upsert
@@ -63,7 +63,8 @@ def instruments(db) -> None:
 
 
 def make_account(owner: Any, *, kind: str = "kis", position_mode: str = "netting", label: str = "main") -> BrokerAccount:
-    return broker_account_create(owner=owner, kind=kind, label=label, position_mode=position_mode)
+    credentials = {name: f"test-{name}" for name in REQUIRED_CREDENTIALS[kind]}
+    return broker_account_create(owner=owner, kind=kind, label=label, position_mode=position_mode, credentials=credentials)
 
 
 @pytest.fixture

@@ -329,13 +329,28 @@ def test_a_cancel_in_flight_is_left_alone_and_a_lost_one_is_asked_again(account,
     assert venue.orders[order.client_order_id].status == "canceled"
 
 
+class OfflineVenue(FakeVenue):
+    def broker(self, account):
+        raise BrokerUnavailable("Connection refused (fake).")
+
+
 def test_accounts_reconcile_all_goes_on_after_one_account_fails(alice, bob, venue):
     good = make_account(alice, label="good")
-    broken = make_account(bob, kind="kite", label="no adapter")
+    broken = make_account(bob, kind="kite", label="offline")
     venue_external_order(venue)
-    summaries = {s.account_id: s for s in accounts_reconcile_all()}
-    assert summaries[broken.pk].ok is False and "No adapter" in summaries[broken.pk].error
+    with venue_registered(OfflineVenue(), "kite"):
+        summaries = {s.account_id: s for s in accounts_reconcile_all()}
+    assert summaries[broken.pk].ok is False and "Connection refused" in summaries[broken.pk].error
     assert summaries[good.pk].ok is True and len(summaries[good.pk].imported) == 1
+
+
+def test_an_account_no_adapter_serves_is_not_reconciled_every_run(alice, bob, venue):
+    good = make_account(alice, label="good")
+    unserved = make_account(bob, kind="kite", label="no adapter")
+    summaries = {s.account_id: s for s in accounts_reconcile_all()}
+    assert unserved.pk not in summaries and summaries[good.pk].ok
+    unserved.refresh_from_db()
+    assert unserved.last_error == ""
 
 
 def test_reconciling_a_paper_account_after_normal_trading_changes_nothing(alice):

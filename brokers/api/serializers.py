@@ -2,18 +2,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from brokers.models import BrokerAccount, BrokerKind, Environment, PositionMode
+from brokers.models import REQUIRED_CREDENTIALS, AccountStatus, BrokerAccount, BrokerKind, Environment, PositionMode
 from brokers.paper.models import PaperLedgerEntry
-from brokers.services import CREDENTIAL_FIELDS
+from brokers.services import broker_account_status
 from core.decimals import decimal_str
 from core.serializers import StrictSerializer
 
 
 class BrokerAccountSerializer(serializers.ModelSerializer):
-    has_credentials = serializers.BooleanField(read_only=True)
+    has_credentials = serializers.BooleanField(read_only=True, help_text="Every required credential is set.")
     required_credentials = serializers.SerializerMethodField()
+    missing_credentials = serializers.ListField(child=serializers.CharField(), read_only=True)
+    status = serializers.SerializerMethodField()
 
     class Meta:
         model = BrokerAccount
@@ -30,6 +33,7 @@ class BrokerAccountSerializer(serializers.ModelSerializer):
             "exchange_id",
             "has_credentials",
             "required_credentials",
+            "missing_credentials",
             "status",
             "trading_enabled",
             "last_synced_at",
@@ -41,7 +45,11 @@ class BrokerAccountSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_required_credentials(self, obj: BrokerAccount) -> list[str]:
-        return list(CREDENTIAL_FIELDS.get(obj.kind, ()))
+        return list(REQUIRED_CREDENTIALS.get(obj.kind, ()))
+
+    @extend_schema_field(serializers.ChoiceField(choices=AccountStatus.choices))
+    def get_status(self, obj: BrokerAccount) -> str:
+        return broker_account_status(obj)
 
 
 class _AccountFieldsMixin(serializers.Serializer):

@@ -426,7 +426,10 @@ class AccountFlattenView(APIView):
         request=EmptyPayload,
         parameters=[_IDEMPOTENCY],
         responses={202: _COMMAND_RESULT, **_ERRORS},
-        description="flatten_all: cancel working orders, then close every open position with a market order.",
+        description=(
+            "flatten_all: cancel working orders, then close every open position with a market order. "
+            "409 flatten_not_possible (nothing changed) when a position's symbol has no fresh quote."
+        ),
     )
     def post(self, request: Request, pk: int) -> Response:
         account = _account(request, pk)

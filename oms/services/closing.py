@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from accounts.models import User
 from brokers.models import BrokerAccount
+from marketdata.quotes import quote_is_stale, quotes_get
 from oms.errors import Conflict, InvalidInput, NotFound, TradingDisabled
 from oms.models import FINAL_STATUSES, Order, OrderType, Position, PositionSide, PositionStatus, Side
 from oms.services.amend import orders_cancel_all
 from oms.services.enqueue import enqueue_submit
 from oms.services.positions import working_reduce_qty
-from oms.services.send import order_create
+from oms.services.send import account_check_trading, order_create
 from oms.services.tx import AccountTx
 from oms.specs import OrderSpec, broker_capabilities, default_time_in_force, instrument_for_order, new_client_order_id
 
@@ -31,8 +32,7 @@ def position_close(*, account: BrokerAccount, position_id: int, actor: User | No
             working = Order.objects.filter(pk=position.closing_order_id).values_list("status", flat=True).first()
             if working is not None and working not in FINAL_STATUSES:
                 raise Conflict("A close of this position is already working.", code="close_pending")
-        if not tx.account.trading_enabled:
-            raise TradingDisabled()
+        account_check_trading(tx.account)
         # Working reduce-only orders of the position already cover part of it.
         remaining = position.qty - working_reduce_qty(position)
         if remaining <= 0:
@@ -63,10 +63,23 @@ def position_close(*, account: BrokerAccount, position_id: int, actor: User | No
 def positions_flatten_all(*, account: BrokerAccount, actor: User | None, source: str) -> list[Order]:
     """``flatten_all``: cancel working orders, then close every open position.
 
-    Closing sends new orders, so the kill switch refuses flatten as a whole
-    before anything is canceled (cancel_all stays allowed)."""
-    if not BrokerAccount.objects.filter(pk=account.pk, trading_enabled=True).exists():
+    Closing sends new market orders, so flatten first checks that every close
+    is possible (the account takes orders, each open position's symbol has a
+    fresh quote) and otherwise refuses as a whole, before anything is
+    canceled (cancel_all stays allowed)."""
+    fresh = BrokerAccount.objects.get(pk=account.pk)
+    if not fresh.trading_enabled:
         raise TradingDisabled("Trading is disabled on this account by staff: flatten needs new orders. cancel_all is still allowed.")
+    account_check_trading(fresh)
+    symbols = sorted(set(Position.objects.filter(account=account, status=PositionStatus.OPEN).values_list("symbol", flat=True)))
+    quotes = quotes_get(symbols)
+    unquoted = [symbol for symbol in symbols if symbol not in quotes or quote_is_stale(quotes[symbol])]
+    if unquoted:
+        raise Conflict(
+            f"No fresh quote for {', '.join(unquoted)}: those positions cannot be closed now, so nothing was canceled or sent.",
+            code="flatten_not_possible",
+            fields={"symbols": unquoted},
+        )
     orders_cancel_all(account=account, actor=actor, source=source)
     closes = []
     for position_id in Position.objects.filter(account=account, status=PositionStatus.OPEN).values_list("pk", flat=True):

@@ -62,8 +62,13 @@ def fill_apply(*, account_id: int, fill: Fill, source: str = Source.BROKER) -> D
                 _book_on_order(tx, order, fill, source)
             tx.funds_changed()
     except IntegrityError:
-        # The unique constraint caught a concurrent booking of the same trade.
-        return None
+        # Only the (account, broker trade id) constraint makes this a duplicate:
+        # a concurrent booking of the same trade, committed now. Any other
+        # violation is a bug or a broken fill and must not vanish.
+        if Deal.objects.filter(account_id=account_id, broker_trade_id=fill.broker_trade_id).exists():
+            return None
+        logger.exception("fill %s of account %s not booked", fill.broker_trade_id, account_id)
+        raise
     return deal
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from accounts.models import User
 from brokers.base import OrderAck
 from brokers.base import OrderStatus as BrokerOrderStatus
-from core.masking import mask_secrets
+from core.masking import mask_secrets, mask_text
 from oms.errors import IllegalTransition
 from oms.models import FINAL_STATUSES, TRANSITIONS, Order, OrderEvent, OrderStatus, Position, Source
 from oms.services.tx import AccountTx
@@ -36,6 +36,7 @@ def order_transition(
         raise IllegalTransition(f"An order in {order.status} cannot become {to_status}.", fields={"status": [order.status]})
     from_status = order.status
     order.status = to_status
+    message = mask_text(message)
     if message:
         order.status_message = message[:1000]
     order.save()
@@ -58,6 +59,7 @@ def order_note(
     order: Order, *, kind: str, source: str, actor: User | None = None, message: str = "", payload: dict[str, Any] | None = None
 ) -> None:
     """Record an event that does not change the order's status."""
+    message = mask_text(message)
     OrderEvent.objects.create(
         order=order,
         kind=kind,

@@ -31,8 +31,9 @@ from django.utils import timezone
 from brokers.base import Broker, BrokerError, Fill
 from brokers.base import OrderStatus as BrokerOrderStatus
 from brokers.models import AccountStatus, BrokerAccount
-from brokers.registry import broker_for
+from brokers.registry import adapter_registered, broker_for
 from brokers.services import broker_account_record_sync
+from core.masking import mask_secrets, mask_text
 from oms.models import FINAL_STATUSES, Order, OrderEvent, OrderStatus, OrderType, Side, Source, TimeInForce
 from oms.services.enqueue import enqueue_cancel
 from oms.services.fills import fills_apply
@@ -392,7 +393,7 @@ def order_import_external(*, account_id: int, view: BrokerOrderStatus) -> Order 
             time_in_force=view.time_in_force if view.time_in_force in TimeInForce.values else TimeInForce.GTC,
             status=status,
             source=Source.EXTERNAL,
-            status_message=view.message[:1000],
+            status_message=mask_text(view.message)[:1000],
             # At the broker already: the sweeper must never send it.
             sent_at=view.created_at or timezone.now(),
         )
@@ -402,7 +403,7 @@ def order_import_external(*, account_id: int, view: BrokerOrderStatus) -> Order 
             to_status=status,
             source=Source.RECONCILIATION,
             message=f"Imported from the broker ({view.status} there).",
-            payload=view.raw,
+            payload=mask_secrets(view.raw),
         )
         tx.order_changed(order)
     return order
@@ -412,9 +413,9 @@ def order_import_external(*, account_id: int, view: BrokerOrderStatus) -> Order 
 
 
 def accounts_to_reconcile() -> list[int]:
-    return list(
-        BrokerAccount.objects.filter(status__in=(AccountStatus.ACTIVE, AccountStatus.ERROR)).order_by("id").values_list("pk", flat=True)
-    )
+    """Accounts a broker can be asked about (a not_configured one cannot: skipped, not failed every run)."""
+    rows = BrokerAccount.objects.filter(status__in=(AccountStatus.ACTIVE, AccountStatus.ERROR)).order_by("id").values_list("pk", "kind")
+    return [pk for pk, kind in rows if adapter_registered(kind)]
 
 
 def accounts_reconcile_all(*, now: datetime | None = None) -> list[ReconcileSummary]:

@@ -30,8 +30,9 @@ from brokers.base import (
     OrderRequest,
 )
 from brokers.models import AccountStatus, BrokerAccount
-from brokers.registry import broker_for
-from oms.errors import Conflict, InvalidInput, TradingDisabled
+from brokers.registry import adapter_registered, broker_for
+from brokers.services import broker_account_status
+from oms.errors import BrokerNotConfigured, Conflict, InvalidInput, TradingDisabled
 from oms.models import Order, OrderEvent, OrderStatus
 from oms.services.enqueue import enqueue_submit
 from oms.services.funds import funds_snapshot
@@ -44,11 +45,29 @@ from oms.specs import OrderSpec
 logger = logging.getLogger(__name__)
 
 
-def _check_account(account: BrokerAccount) -> None:
+def account_check_trading(account: BrokerAccount) -> None:
+    """Refuse new orders at once for an account that cannot take them: the
+    kill switch, a broker that is not configured, an account not active."""
     if not account.trading_enabled:
         raise TradingDisabled()
-    if account.status != AccountStatus.ACTIVE:
-        raise Conflict(f"The account is {account.status}.", code="account_not_active")
+    status = broker_account_status(account)
+    if status == AccountStatus.NOT_CONFIGURED:
+        raise _not_configured(account)
+    if status != AccountStatus.ACTIVE:
+        raise Conflict(f"The account is {status}.", code="account_not_active")
+
+
+def _not_configured(account: BrokerAccount) -> BrokerNotConfigured:
+    if not adapter_registered(account.kind):
+        return BrokerNotConfigured(
+            f"The account's broker is not configured: no adapter serves {account.kind} accounts here; the order was not accepted.",
+            fields={"kind": ["No adapter."]},
+        )
+    missing = account.missing_credentials
+    return BrokerNotConfigured(
+        f"The account's broker is not configured (credentials missing: {', '.join(missing) or 'unknown'}); the order was not accepted.",
+        fields={"credentials": [f"{name} is not set." for name in missing]},
+    )
 
 
 def _funds_available(account: BrokerAccount) -> Decimal | None:
@@ -107,12 +126,12 @@ def _orders_write(*, account: BrokerAccount, specs: list[OrderSpec], actor: User
     coids = [s.client_order_id for s in specs]
     if len(set(coids)) != len(coids):
         raise InvalidInput("Two orders of the batch share a client_order_id.", fields={"client_order_id": ["Duplicated in the batch."]})
-    _check_account(account)
+    account_check_trading(account)
     funds = _funds_available(account) if settings.OMS_RISK["CHECK_BUYING_POWER"] else None
     for spec in specs:
         risk_check(account=account, spec=spec, funds_available=funds)
     with AccountTx(account.pk) as tx:
-        _check_account(tx.account)  # the kill switch may have flipped meanwhile
+        account_check_trading(tx.account)  # the kill switch may have flipped meanwhile
         orders = [order_create(tx, spec, actor=actor, source=source) for spec in specs]
         ids = [o.pk for o in orders]
         tx.on_commit(lambda: enqueue_submit(ids))
@@ -161,6 +180,11 @@ def order_submit_claimed(*, order_id: int, claimed_at: datetime) -> SubmitOutcom
     """Send an order whose claim the caller has just taken (``sent_at`` set
     to ``claimed_at`` by an atomic UPDATE): ``order_submit`` and the sweeper."""
     order = Order.objects.select_related("account").get(pk=order_id)
+    if broker_account_status(order.account) == AccountStatus.NOT_CONFIGURED:
+        # Accepted before the account lost its adapter or a credential: nothing
+        # was sent, and retrying every sweep cannot succeed. Say so on the order.
+        order_apply_result(order_id=order_id, status=OrderStatus.REJECTED, message=_not_configured(order.account).message)
+        return SubmitOutcome(order_id, sent=False)
     try:
         broker = broker_for(order.account)
         ack = broker.place_order(order_request(order))
