@@ -120,7 +120,7 @@ def test_twenty_closes_of_one_position_make_exactly_one_closing_order(account, v
     assert (close.side, close.qty, close.position_id) == ("sell", Decimal(5), position.pk)
 
 
-def test_orders_from_twenty_threads_take_gap_free_stream_sequences(account, monkeypatch):
+def test_orders_from_twenty_threads_take_gap_free_stream_sequences(account, venue, monkeypatch):
     published: list[tuple[str, int]] = []
     lock = threading.Lock()
 
