@@ -69,6 +69,12 @@ def registered_loops() -> dict[str, Loop]:
     return dict(_registry)
 
 
+def is_running(name: str) -> bool:
+    """Whether this process runs the loop ``name`` now."""
+    task = _tasks.get(name)
+    return task is not None and not task.done()
+
+
 class _DaemonThreadPool(concurrent.futures.Executor):
     """Runs the sync loops' iterations, one thread per iteration running at a
     time, reused. Unlike ThreadPoolExecutor's, its threads are daemons, which

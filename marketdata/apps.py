@@ -13,7 +13,7 @@ class MarketdataConfig(AppConfig):
 
         from core.loops import register_loop
         from marketdata.metrics import BroadcastCollector
-        from marketdata.simulation import register_update_listener, simulator_step
+        from marketdata.simulation import SIMULATOR_LOOP, register_update_listener, simulator_step
         from marketdata.streaming import BarsChannel, QuotesChannel, bar_broadcast_step, on_market_update
         from streams.registry import register_channel
 
@@ -21,7 +21,7 @@ class MarketdataConfig(AppConfig):
         register_channel(BarsChannel())
         register_update_listener(on_market_update)
         if settings.SIMULATOR_ENABLED:
-            register_loop("marketdata.simulator", simulator_step, interval=lambda: settings.SIMULATOR_TICK_INTERVAL)
+            register_loop(SIMULATOR_LOOP, simulator_step, interval=lambda: settings.SIMULATOR_TICK_INTERVAL)
         if settings.BAR_BROADCASTER_ENABLED:
             register_loop("marketdata.bar_broadcaster", bar_broadcast_step, interval=lambda: settings.BAR_BROADCASTER_INTERVAL)
         # ValueError: registered already (ready() runs twice in some test set-ups).

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from core.decimals import decimal_str
+from core.loops import is_running
 from marketdata.types import Quote
 
 _PREFIX = "md:quote:"
@@ -29,14 +30,34 @@ def quotes_store(quotes: Iterable[Quote]) -> None:
     cache.set_many({_key(q.symbol): q for q in quotes}, timeout=None)
 
 
+def _simulated(symbols: list[str]) -> dict[str, Quote]:
+    """On the embedded default the cache is per process: a process that does
+    not run the simulator loop (the CLI) computes the quotes the loop would
+    store from the deterministic simulator, not from a shared store (quote
+    writes would compete with orders for SQLite's one writer). Production
+    reads only the shared (Redis) cache."""
+    if not symbols or settings.PRODUCTION_SERVICES or not settings.SIMULATOR_ENABLED:
+        return {}
+    from marketdata.simulation import SIMULATOR_LOOP, simulated_quotes  # it stores through this module
+
+    if is_running(SIMULATOR_LOOP):
+        return {}
+    return simulated_quotes(symbols)
+
+
 def quote_get(symbol: str) -> Quote | None:
-    return cache.get(_key(symbol))
+    quote = cache.get(_key(symbol))
+    if quote is None:
+        quote = _simulated([symbol]).get(symbol)
+    return quote
 
 
 def quotes_get(symbols: Iterable[str]) -> dict[str, Quote]:
     symbols = list(symbols)
     found = cache.get_many([_key(s) for s in symbols])
-    return {s: found[_key(s)] for s in symbols if _key(s) in found}
+    quotes = {s: found[_key(s)] for s in symbols if _key(s) in found}
+    quotes.update(_simulated([s for s in symbols if s not in quotes]))
+    return quotes
 
 
 def quotes_forget(symbols: Iterable[str]) -> None:

@@ -8,7 +8,7 @@ import calendar
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -260,9 +260,10 @@ def _runtime_get(now: float) -> SimulatorRuntime:
 
 
 def runtime_reset() -> None:
-    global _runtime
+    global _runtime, _lookup_feed
     with _runtime_lock:
         _runtime = None
+        _lookup_feed = None
 
 
 def simulator_step(now: float | None = None) -> tuple[list[Quote], list[tuple[str, BarData]]]:
@@ -289,6 +290,31 @@ def simulator_step(now: float | None = None) -> tuple[list[Quote], list[tuple[st
 
 
 FEED_STATUS_KEY = "md:feed:simulator"
+SIMULATOR_LOOP = "marketdata.simulator"
+
+
+# --- quotes for a process that does not run the loop ---------------------------------------
+
+_lookup_feed: SimulatedFeed | None = None
+_lookup_loaded_at = 0.0
+
+
+def simulated_quotes(symbols: Iterable[str], *, now: float | None = None) -> dict[str, Quote]:
+    """The simulator's quotes at ``now`` of the symbols it prices and that are
+    in session, for a process that does not run the simulator loop (on the
+    embedded default the cache is per process, so the CLI's holds none). The
+    simulator is a pure function of seed, symbol and time: these are the
+    quotes the server's loop stores. Nothing is written (the loop's feed keeps
+    its own state)."""
+    global _lookup_feed, _lookup_loaded_at
+    now = now if now is not None else time.time()
+    with _runtime_lock:
+        if _lookup_feed is None or now - _lookup_loaded_at > RELOAD_INSTRUMENTS_EVERY:
+            _lookup_feed = SimulatedFeed(sim_instruments(), settings.SIMULATOR_SEED)
+            _lookup_loaded_at = now
+        feed = _lookup_feed
+        second = int(now)
+        return {symbol: feed.quote(symbol, second) for symbol in dict.fromkeys(symbols) if feed.in_session(symbol, second)}
 
 
 def simulator_feed_status() -> dict[str, Any]:

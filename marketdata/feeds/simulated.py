@@ -91,6 +91,10 @@ class SimulatedFeed:
     def symbols(self) -> list[str]:
         return sorted(self.instruments)
 
+    def in_session(self, symbol: str, ts: int) -> bool:
+        """Whether ``symbol`` trades at ``ts`` (the loop quotes it only then)."""
+        return symbol in self.instruments and self._is_open(self.instruments[symbol], ts)
+
     # --- arithmetic shared by live ticks and history ----------------------------------
 
     def _base_spec(self, inst: SimInstrument) -> SimSpec:
