@@ -255,6 +255,10 @@ def test_deposits_and_withdrawals_are_ledger_entries_and_never_overdraw(account)
         paper_ledger_adjust(account_id=account.pk, currency="K W", amount=D(1))
     with pytest.raises(InvalidInput):
         paper_ledger_adjust(account_id=account.pk, currency="KRW", amount=D(0))
+    with pytest.raises(InvalidInput, match="at most 10 decimal places"):
+        paper_ledger_adjust(account_id=account.pk, currency="KRW", amount=D("1e17"))
+    with pytest.raises(InvalidInput, match="at most 10 decimal places"):
+        paper_ledger_adjust(account_id=account.pk, currency="KRW", amount=D("0.00000000001"))
     assert ledger(account, "kind", "currency", "amount", "note") == [
         ("deposit", "USD", D(1_000_000), "Starting balance"),
         ("deposit", "KRW", D(5_000_000), "wire in"),

@@ -115,7 +115,7 @@ from brokers.paper.book import (
 )
 from brokers.paper.ledger import Ledger, LedgerRefused
 from brokers.paper.orderbook import SymbolBook
-from brokers.paper.rules import day_order_expiry, modify_refusal, new_order_refusal
+from brokers.paper.rules import LARGEST_NOTIONAL, day_order_expiry, modify_refusal, new_order_refusal
 
 if TYPE_CHECKING:
     from brokers.base import OrderRequest
@@ -315,12 +315,15 @@ class PaperEngine:
 
     def adjust(self, currency: str, amount: Decimal, now: float, *, note: str = "") -> LedgerEntry:
         """A deposit (``amount`` > 0) or a withdrawal (< 0) of ``currency``.
-        Raises LedgerRefused when a withdrawal would take the balance below zero."""
-        if not amount or not amount.is_finite():
+        Raises LedgerRefused when a withdrawal would take the balance below
+        zero, and for an amount the book cannot store exactly."""
+        if not amount.is_finite() or not amount:
             raise LedgerRefused("The amount must be a non-zero number.")
-        if amount != amount.quantize(SCALE):
-            raise LedgerRefused("The amount has more than 10 decimal places.")
+        if abs(amount) >= LARGEST_NOTIONAL or amount != amount.quantize(SCALE):
+            raise LedgerRefused(f"The amount must be below {LARGEST_NOTIONAL:,} with at most 10 decimal places.")
         balance = self.ledger.balance(currency)
+        if balance + amount >= LARGEST_NOTIONAL:
+            raise LedgerRefused(f"The balance would reach {LARGEST_NOTIONAL:,} {currency}.")
         if amount < 0 and balance + amount < 0:
             raise LedgerRefused(
                 f"A withdrawal of {_amount(-amount)} {currency} would take the balance below zero ({_amount(balance)} {currency})."
