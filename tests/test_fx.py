@@ -20,8 +20,10 @@ FX_SYMBOLS = ["USD/KRW", "KRW/USD", "USD/INR", "INR/USD", "USDT/USD", "USD/USDT"
 
 
 @pytest.fixture
-def quotes():
-    """Store quotes for the test, and remove every FX key afterwards (Redis is shared by the run)."""
+def quotes(settings):
+    """Store quotes for the test, and remove every FX key afterwards (Redis is
+    shared by the run). A missing quote stays missing: no simulated lookup."""
+    settings.SIMULATOR_ENABLED = False
     quotes_forget(FX_SYMBOLS)
 
     def store(symbol: str, bid: str, ask: str, *, age: float = 0.0) -> None:

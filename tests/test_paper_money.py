@@ -32,7 +32,8 @@ SYMBOLS = ["005930", "NSE:INFY", "BTC/USDT", "KFUT", "PAPL", "USD/KRW", "USD/INR
 
 
 @pytest.fixture(autouse=True)
-def market(db):
+def market(db, settings):
+    settings.SIMULATOR_ENABLED = False  # the quotes are the test's own: no simulated lookup of a missing one
     instrument_upsert(symbol="005930", type="stock", currency="KRW", tick_size=D(100), lot_size=D(1), multiplier=D(1))
     instrument_upsert(symbol="NSE:INFY", type="stock", currency="INR", tick_size=D("0.05"), lot_size=D(1), multiplier=D(1))
     instrument_upsert(symbol="BTC/USDT", type="crypto", currency="USDT", tick_size=D("0.1"), lot_size=D("0.0001"), multiplier=D(1))

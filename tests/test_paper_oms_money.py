@@ -32,7 +32,8 @@ def eager_celery() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def market(db) -> Iterator[None]:
+def market(db, settings) -> Iterator[None]:
+    settings.SIMULATOR_ENABLED = False  # the quotes are the test's own: no simulated lookup of a missing one
     instrument_upsert(symbol="005930", type="stock", currency="KRW", tick_size=D(100), lot_size=D(1), multiplier=D(1))
     now = time.time()
     quote_store(Quote(symbol="USD/KRW", time=now, last=D(1380), bid=D(1380), ask=D(1380)))
