@@ -17,7 +17,7 @@ from django.http import HttpRequest
 from brokers import admin as brokers_admin  # noqa: F401  (registers BrokerAccount before we extend it)
 from brokers.models import BrokerAccount
 from core.exceptions import DomainError
-from oms.models import Deal, IdempotencyKey, Order, OrderEvent, Position, Source
+from oms.models import Deal, FundsProjection, IdempotencyKey, Order, OrderEvent, Position, Source
 from oms.services.commands import Command, commands_run
 from oms.specs import OrderRef
 
@@ -148,6 +148,12 @@ class PositionAdmin(ReadOnlyAdmin):
     )
     list_filter = ("status", "side", "account__kind")
     search_fields = ("=id", "symbol", "strategy_id", "account__label", "account__owner__email")
+    list_select_related = ("account",)
+
+
+@admin.register(FundsProjection)
+class FundsProjectionAdmin(ReadOnlyAdmin):
+    list_display = ("account", "currency", "buying_power", "updated_at")
     list_select_related = ("account",)
 
 

@@ -301,3 +301,19 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account_id}:{self.key}"
+
+
+class FundsProjection(models.Model):
+    """The last funds the account's broker reported, as the wire form
+    (``oms.services.funds.funds_payload``), refreshed after every funds change
+    and sync. The pre-trade buying-power check reads it: no broker call on the
+    request path."""
+
+    account = models.OneToOneField(BrokerAccount, on_delete=models.CASCADE, primary_key=True, related_name="funds_projection")
+    currency = models.CharField(max_length=10)
+    buying_power = models.DecimalField(**QTY)
+    payload = models.JSONField(default=dict)
+    updated_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.account_id}: {self.buying_power} {self.currency}"

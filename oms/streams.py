@@ -130,7 +130,10 @@ class PositionsChannel(AccountChannel):
 class FundsChannel(AccountChannel):
     prefix = "funds"
     seq_field = "funds_seq"
-    description = "The account's cash, margin and equity."
+    description = (
+        "The account's money, as GET /api/v1/accounts/{id}/funds: base-currency totals (cash, margin, equity, "
+        "buying power), balances per currency and the rates used."
+    )
     snapshot_description = "The funds now (null while the broker does not answer)."
     update_description = "The funds after a change."
     payload_serializer = FundsSerializer

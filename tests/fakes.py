@@ -35,6 +35,7 @@ class FakeVenue:
     fill_price: Decimal = Decimal("100")
     account_id: int = 0
     supports_modify: bool = True
+    funds: Funds | None = None  # what funds() answers (default: 1,000,000 USD)
 
     def broker(self, account):  # the registry factory
         self.account_id = account.pk
@@ -130,6 +131,8 @@ class FakeBroker:
         return []
 
     def funds(self) -> Funds:
+        if self.venue.funds is not None:
+            return self.venue.funds
         return Funds(
             currency="USD", cash=Decimal("1000000"), margin_used=Decimal(0), margin_available=Decimal("1000000"), equity=Decimal("1000000")
         )

@@ -612,6 +612,10 @@ def test_funds_and_holdings_come_from_the_broker(api, account):
         "margin_used": "0",
         "margin_available": "1000000",
         "equity": "1000000",
+        # A broker reporting one currency: that is the one balance.
+        "balances": [{"currency": "USD", "cash": "1000000", "available": "1000000"}],
+        "buying_power": "1000000",
+        "rates": {"USD": "1"},
     }
     assert api.get(f"/api/v1/accounts/{account.pk}/holdings").json() == {"results": [], "next": None}
 

@@ -274,3 +274,99 @@ def test_positions_answer_pnl_in_the_instruments_currency_and_the_base_currency(
     [deal] = [d for d in alice_api.get("/api/v1/oms/deals").json()["results"] if d["id"] == closing.pk]
     assert (deal["realized_pnl"], deal["realized_pnl_base"], deal["fee_currency"]) == ("2400", "1.78", "KRW")
     assert positions_rebuild(account=account) == []
+
+
+# --- funds per currency, buying power on what opens or grows, the notional limit in the base currency --------------
+
+
+def paper_account(alice):
+    from brokers.services import broker_account_create
+
+    return broker_account_create(owner=alice, label="paper")
+
+
+def test_a_sell_reducing_a_long_005930_is_never_refused_for_buying_power(alice, settings):
+    from brokers.paper.models import PaperBalance
+    from brokers.paper.services import paper_ledger_adjust
+    from oms.errors import RiskRejected
+    from oms.services.funds import funds_fetch
+
+    settings.OMS_RISK = {**NO_LIMITS, "CHECK_BUYING_POWER": True}
+    multi_currency_market()
+    set_quote("005930", "50400", spread="0")
+    account = paper_account(alice)
+    assert fill(account, "buy", "15", "50400", symbol="005930").status == "filled"
+    usd = PaperBalance.objects.get(account_id=account.pk, currency="USD").amount
+    paper_ledger_adjust(account_id=account.pk, currency="USD", amount=-usd, note="all out")
+    funds_fetch(account)  # the projection follows (a sync, a read of the funds)
+    with pytest.raises(RiskRejected) as refused:
+        fill(account, "buy", "1", "50400", symbol="005930")
+    assert refused.value.code == "insufficient_buying_power"
+    # Reducing needs no buying power: once refused with insufficient_buying_power.
+    assert fill(account, "sell", "8", "50400", symbol="005930").status == "filled"
+    assert Position.objects.get(account=account, status="open").qty == D(7)
+
+
+def test_buying_power_is_checked_on_the_part_that_opens_or_grows_from_the_funds_projection(account, venue, settings):
+    from brokers.base import Funds
+    from oms.errors import RiskRejected
+    from oms.services.funds import funds_fetch
+
+    fill(account, "buy", "15", "100")
+    settings.OMS_RISK = {**NO_LIMITS, "CHECK_BUYING_POWER": True}
+    venue.funds = Funds(currency="USD", cash=D(1000), margin_used=D(1500), margin_available=D(450), equity=D(2500))
+    funds_fetch(account)  # the projection: 450 dollars of buying power
+    venue.funds = Funds(currency="USD", cash=D(10**6), margin_used=D(0), margin_available=D(10**6), equity=D(10**6))
+    venue.mode = "ack"
+    assert fill(account, "sell", "15", "100").status == "new"  # closes: never checked
+    assert fill(account, "sell", "19", "100").status == "new"  # 15 close, 4 (400) open a short
+    with pytest.raises(RiskRejected) as refused:
+        fill(account, "sell", "20", "100")  # 5 (500) would open: the projection says 450, whatever the broker says now
+    assert refused.value.code == "insufficient_buying_power"
+    with pytest.raises(RiskRejected):
+        fill(account, "buy", "5", "100")
+
+
+def test_the_notional_limit_is_in_the_accounts_base_currency(account, venue, settings):
+    from oms.errors import RiskRejected
+
+    multi_currency_market()
+    settings.OMS_RISK = {**NO_LIMITS, "MAX_ORDER_NOTIONAL": "1000"}
+    venue.mode = "ack"
+    # 10 × 50,400 KRW is 373.33 dollars at 1,350: within a limit of 1,000 dollars.
+    assert fill(account, "buy", "10", "50400", symbol="005930").status == "new"
+    with pytest.raises(RiskRejected) as refused:
+        fill(account, "buy", "30", "50400", symbol="005930")  # 1,120 dollars
+    assert "1120.00 USD" in refused.value.message
+    set_quote("BTC/USDT", "60000", spread="0")
+    with pytest.raises(RiskRejected):
+        send(account, symbol="BTC/USDT", side="buy", order_type="market", qty="0.02")  # 1,198.8 dollars
+
+
+def test_funds_totals_are_the_balances_converted_in_rest_and_on_the_stream(alice, alice_api):
+    from oms.streams import FundsChannel
+
+    multi_currency_market()
+    for symbol, price in (("005930", "50400"), ("NSE:INFY", "1500"), ("BTC/USDT", "60000")):
+        set_quote(symbol, price, spread="0")
+    account = paper_account(alice)
+    fill(account, "buy", "10", "50400", symbol="005930")
+    fill(account, "buy", "10", "1500", symbol="NSE:INFY")
+    fill(account, "buy", "0.5", "60000", symbol="BTC/USDT")
+    funds = alice_api.get(f"/api/v1/accounts/{account.pk}/funds").json()
+    assert {"account_id", "currency", "cash", "margin_used", "margin_available", "equity", "balances", "buying_power", "rates"} == set(
+        funds
+    )
+    assert funds["currency"] == "USD"
+    assert {b["currency"] for b in funds["balances"]} == {"USD", "KRW", "INR", "USDT"}
+    rates = {c: D(r) for c, r in funds["rates"].items()}
+    assert rates["USD"] == 1 and rates["KRW"] == D("0.000740740740741") and rates["INR"] == D("0.0125") and rates["USDT"] == D("0.999")
+    converted = sum(D(b["cash"]) * rates[b["currency"]] for b in funds["balances"])
+    assert abs(converted - D(funds["cash"])) <= D("0.01")
+    # Holdings at market: 504,000 KRW + 15,000 INR + 30,000 USDT in dollars, once.
+    holdings = D(504000) / 1350 + D(15000) * D("0.0125") + D(30000) * D("0.999")
+    assert abs(D(funds["equity"]) - D(funds["cash"]) - holdings) <= D("0.02")
+    assert D(funds["buying_power"]) <= D(funds["margin_available"])
+    # One payload function: the funds: stream's snapshot is the same object.
+    seq, snapshot = FundsChannel().read_snapshot(alice, account.pk)
+    assert snapshot == funds

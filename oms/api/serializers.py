@@ -167,13 +167,27 @@ class HoldingListSerializer(serializers.Serializer):
     next = serializers.CharField(read_only=True, allow_null=True, help_text="Always null: the broker answers in one page.")
 
 
-class FundsSerializer(serializers.Serializer):
-    account_id = serializers.IntegerField(read_only=True)
+class BalanceSerializer(serializers.Serializer):
     currency = serializers.CharField(read_only=True)
-    cash = _decimal()
+    cash = _decimal(help_text="The ledger balance in currency, rounded to its minor units.")
+    available = _decimal(allow_null=True, help_text="Free to trade, where the broker says.")
+
+
+class FundsSerializer(serializers.Serializer):
+    """Totals in the account's base currency (``currency``), each rounded to its
+    minor units, and the balances per currency they are made of."""
+
+    account_id = serializers.IntegerField(read_only=True)
+    currency = serializers.CharField(read_only=True, help_text="The base currency of every total.")
+    cash = _decimal(help_text="Σ of the balances, each at its rate.")
     margin_used = _decimal()
-    margin_available = _decimal()
-    equity = _decimal()
+    margin_available = _decimal(help_text="Equity less margin in use.")
+    equity = _decimal(help_text="Cash plus holdings at market plus unrealized P&L of margin products.")
+    balances = BalanceSerializer(many=True, read_only=True, help_text="One line per currency held.")
+    buying_power = _decimal(help_text="What may still open or grow positions (margin_available less working orders' reservations).")
+    rates = serializers.DictField(
+        child=serializers.CharField(), read_only=True, help_text="One unit of each currency in the base currency (decimal strings)."
+    )
 
 
 class SyncQueuedSerializer(serializers.Serializer):

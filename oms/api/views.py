@@ -376,7 +376,10 @@ class AccountFundsView(APIView):
     @extend_schema(
         operation_id="accounts_funds",
         responses={200: s.FundsSerializer, 502: s.ErrorSerializer, **_ERRORS},
-        description="Cash, margin and equity as the broker reports them now. 502 broker_unavailable when it does not answer.",
+        description="The account's money as the broker reports it now: totals in the base currency (`currency`: cash, margin "
+        "used and available, equity, buying power), the balance of each currency held and the rates used (one unit of each "
+        "currency in the base currency); money rounded to each currency's minor units. The same object as the `funds:` "
+        "stream. 502 broker_unavailable when it does not answer.",
     )
     def get(self, request: Request, pk: int) -> Response:
         funds = funds_payload(_account(request, pk))

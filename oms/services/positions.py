@@ -17,6 +17,7 @@ from marketdata.quotes import quote_get
 from oms.errors import Conflict, InvalidInput, NotFound
 from oms.models import OPEN_STATUSES, PRICE_SCALE, RATE_SCALE, Deal, DealKind, Order, Position, PositionSide, PositionStatus, Side
 from oms.services.tx import AccountTx
+from oms.specs import OrderSpec
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
@@ -563,6 +564,24 @@ def order_position_check(
                     fields={"qty": [f"At most {position.qty - working}."]},
                 )
     return position
+
+
+def order_opening_qty(account: BrokerAccount, spec: OrderSpec) -> Decimal:
+    """The part of an order that would open or grow a position; the rest
+    reduces (or closes) the position it trades against, which is always
+    allowed. Netting: against the open position of (symbol, strategy);
+    hedging: against ``position_id`` (none opens a new position)."""
+    if account.position_mode == PositionMode.HEDGING:
+        position = None
+        if spec.position_id is not None:
+            position = Position.objects.filter(account=account, pk=spec.position_id, status=PositionStatus.OPEN).first()
+    else:
+        position = Position.objects.filter(
+            account=account, symbol=spec.symbol, strategy_id=spec.strategy_id, status=PositionStatus.OPEN
+        ).first()
+    if position is None or (position.side == PositionSide.LONG) == (spec.side == Side.BUY):
+        return spec.qty
+    return max(spec.qty - position.qty, ZERO)
 
 
 def working_reduce_qty(position: Position) -> Decimal:

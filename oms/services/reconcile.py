@@ -37,6 +37,7 @@ from core.masking import mask_secrets, mask_text
 from oms.models import FINAL_STATUSES, Order, OrderEvent, OrderStatus, OrderType, Side, Source, TimeInForce
 from oms.services.enqueue import enqueue_cancel
 from oms.services.fills import fills_apply
+from oms.services.funds import funds_fetch
 from oms.services.lifecycle import order_find, order_settle, order_transition
 from oms.services.tx import AccountTx
 from oms.specs import is_client_order_id
@@ -215,6 +216,7 @@ def account_reconcile(*, account: BrokerAccount, now: datetime | None = None) ->
         broker_account_record_sync(account=account, at=started, error=f"Reconciliation: {type(exc).__name__}: {exc}")
         raise
     broker_account_record_sync(account=account, at=started, reconciled_until=started)
+    funds_fetch(account)  # the funds projection follows every sync
     return summary
 
 

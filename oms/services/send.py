@@ -14,7 +14,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 
 from django.conf import settings
 from django.utils import timezone
@@ -35,9 +34,9 @@ from brokers.services import broker_account_status
 from oms.errors import BrokerNotConfigured, Conflict, InvalidInput, TradingDisabled
 from oms.models import Order, OrderEvent, OrderStatus
 from oms.services.enqueue import enqueue_submit
-from oms.services.funds import funds_snapshot
+from oms.services.funds import funds_buying_power
 from oms.services.lifecycle import order_apply_ack, order_apply_result
-from oms.services.positions import order_position_check
+from oms.services.positions import order_opening_qty, order_position_check
 from oms.services.tx import AccountTx
 from oms.services.validation import risk_check
 from oms.specs import OrderSpec
@@ -68,11 +67,6 @@ def _not_configured(account: BrokerAccount) -> BrokerNotConfigured:
         f"The account's broker is not configured (credentials missing: {', '.join(missing) or 'unknown'}); the order was not accepted.",
         fields={"credentials": [f"{name} is not set." for name in missing]},
     )
-
-
-def _funds_available(account: BrokerAccount) -> Decimal | None:
-    funds = funds_snapshot(account)
-    return None if funds is None else funds.margin_available
 
 
 def order_create(tx: AccountTx, spec: OrderSpec, *, actor: User | None, source: str) -> Order:
@@ -127,9 +121,11 @@ def _orders_write(*, account: BrokerAccount, specs: list[OrderSpec], actor: User
     if len(set(coids)) != len(coids):
         raise InvalidInput("Two orders of the batch share a client_order_id.", fields={"client_order_id": ["Duplicated in the batch."]})
     account_check_trading(account)
-    funds = _funds_available(account) if settings.OMS_RISK["CHECK_BUYING_POWER"] else None
+    # The projection of the broker's funds, not the broker: nothing is asked on the request path.
+    buying_power = funds_buying_power(account) if settings.OMS_RISK["CHECK_BUYING_POWER"] else None
     for spec in specs:
-        risk_check(account=account, spec=spec, funds_available=funds)
+        opening = spec.qty if buying_power is None else order_opening_qty(account, spec)
+        risk_check(account=account, spec=spec, buying_power=buying_power, opening_qty=opening)
     with AccountTx(account.pk) as tx:
         account_check_trading(tx.account)  # the kill switch may have flipped meanwhile
         orders = [order_create(tx, spec, actor=actor, source=source) for spec in specs]
