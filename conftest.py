@@ -14,6 +14,13 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from rest_framework.test import APIClient
 
+# The concurrency tests run up to 50 threads at once in this process: its
+# PostgreSQL pool must let them all connect rather than queue them (the pool is
+# created at the first connection, after this).
+_pool_options = settings.DATABASES["default"].get("OPTIONS", {}).get("pool")
+if isinstance(_pool_options, dict):
+    _pool_options["max_size"] = max(_pool_options["max_size"], 64)
+
 hypothesis_settings.register_profile("ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 hypothesis_settings.register_profile("dev", max_examples=20, deadline=None)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
