@@ -381,3 +381,28 @@ def test_the_admin_shows_an_unreadable_session_on_its_field(admin_client):
     errors = response.context["adminform"].form.errors
     assert set(errors) == {"session", "timezone"}
     assert not Instrument.objects.filter(symbol="BAD:ADMIN").exists()
+
+
+@pytest.mark.parametrize(
+    ("session", "tz_name", "start"),
+    [
+        ("0900-1530:23456", "Asia/Seoul", at(SEOUL, 8, 57)),  # across the open
+        ("0900-1530:23456", "Asia/Seoul", at(SEOUL, 15, 27)),  # across the close
+        ("24x7", "America/New_York", at(NY, 23, 57)),  # across local midnight
+    ],
+)
+def test_a_long_running_feed_and_a_fresh_one_quote_the_same_day(session, tz_name, start):
+    spec = SimInstrument(symbol="X", type="stock", tick_size=Decimal("0.01"), price=100.0, session=session, timezone=tz_name)
+    running = SimulatedFeed([spec], seed=5)
+    running.last_second["X"] = start - 1
+    for now in range(start, start + 6 * 60, 7):
+        for quote in running.poll(now + 0.25).quotes:
+            fresh = SimulatedFeed([spec], seed=5).quote("X", now)
+            assert (quote.day_open, quote.day_high, quote.day_low, quote.volume, quote.prev_close) == (
+                fresh.day_open,
+                fresh.day_high,
+                fresh.day_low,
+                fresh.volume,
+                fresh.prev_close,
+            )
+            assert quote.day_low <= quote.last <= quote.day_high
