@@ -70,7 +70,7 @@ def instruments(db) -> None:
 
 @pytest.fixture
 def account(alice, venue) -> BrokerAccount:
-    return broker_account_create(owner=alice, kind="kis", label="main")
+    return broker_account_create(owner=alice, kind="kis", label="main", credentials={"app_key": "AK", "app_secret": "SECRET"})
 
 
 class Api:
@@ -249,7 +249,7 @@ def test_ws_command_refuses_the_same_payloads_with_error_frames(fresh_channel_la
     day_venue, day_account = day_only
     stop = {**LIMIT, "order_type": "stop", "price": None, "stop_price": "95.00"}
 
-    account = broker_account_create(owner=alice, kind="kis", label="ws")
+    account = broker_account_create(owner=alice, kind="kis", label="ws", credentials={"app_key": "AK", "app_secret": "SECRET"})
     order = Order.objects.create(account=account, client_order_id="w1", symbol="AAPL", side="buy", order_type="limit", qty=1, price=90)
     frames = {
         "qty-1e28": {"command": "send_order", "payload": {**LIMIT, "qty": 1e28}},
@@ -356,7 +356,12 @@ class DayOnlyVenue(FakeVenue):
 @pytest.fixture
 def day_only(alice) -> Iterator[tuple[DayOnlyVenue, BrokerAccount]]:
     with venue_registered(DayOnlyVenue(), kind="ccxt") as registered:
-        yield registered, broker_account_create(owner=alice, kind="ccxt", label="day only", exchange_id="binance")
+        yield (
+            registered,
+            broker_account_create(
+                owner=alice, kind="ccxt", label="day only", exchange_id="binance", credentials={"api_key": "K", "secret": "S"}
+            ),
+        )
 
 
 @pytest.fixture
