@@ -430,3 +430,41 @@ def test_a_broker_specific_field_no_spec_registers_is_an_unknown_field(api, day_
     _, account = day_only
     body = refused(api.post(f"/api/v1/accounts/{account.pk}/orders", {**LIMIT, "product": "MIS"}), "product")
     assert body["fields"] == {"product": ["Unknown field."]}
+
+
+# --- the documents derive from the specs ------------------------------------------------------------------------
+
+
+def test_openapi_request_bodies_and_the_asyncapi_command_message_come_from_the_specs(api):
+    response = api.client.get("/api/v1/schema", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == 200
+    schema = json.loads(response.content)
+    components = schema["components"]["schemas"]
+    send_order = components["SendOrderPayloadRequest"]
+    assert set(send_order["required"]) == {"symbol", "side", "order_type", "qty"}
+    assert send_order["properties"]["qty"]["type"] == "string" and "pattern" in send_order["properties"]["qty"]
+    assert send_order["properties"]["strategy_id"]["maxLength"] == 64
+    assert send_order["properties"]["position_id"]["maximum"] == 2**63 - 1
+    body = schema["paths"]["/api/v1/accounts/{id}/orders"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/SendOrderPayloadRequest"}
+    change = schema["paths"]["/api/v1/orders/{id}/change"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert set(components[change["$ref"].rsplit("/", 1)[1]]["properties"]) == {"qty", "price", "stop_price"}
+    one = components["CommandOrBatchRequest"]["oneOf"][0]
+    assert set(one["discriminator"]["mapping"]) == {
+        "send_order",
+        "cancel_order",
+        "change_order",
+        "close_position",
+        "close_by",
+        "reassign",
+        "cancel_all",
+        "flatten_all",
+    }
+
+    asyncapi = api.client.get("/api/v1/ws/asyncapi.json").json()
+    command = asyncapi["components"]["messages"]["op.command"]["payload"]
+    envelopes = {e["properties"]["command"]["enum"][0]: e for e in command["allOf"][1]["oneOf"]}
+    assert set(envelopes) == set(one["discriminator"]["mapping"])
+    ws_send = envelopes["send_order"]["properties"]["payload"]
+    assert ws_send["properties"]["qty"]["pattern"] == send_order["properties"]["qty"]["pattern"]
+    assert set(ws_send["properties"]) == set(send_order["properties"])

@@ -18,6 +18,7 @@ broker-specific field the broker does not take.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
@@ -44,6 +45,8 @@ from oms.specs.fields import (
     TextField,
     new_client_order_id,
 )
+
+logger = logging.getLogger(__name__)
 
 #: Most commands (or orders, or deals) in one request.
 MAX_BATCH = 500
@@ -169,6 +172,11 @@ def broker_capabilities(account: BrokerAccount) -> Capabilities | None:
     try:
         return broker_for(account).capabilities
     except BrokerError:
+        return None
+    except Exception:
+        # An adapter that cannot even be built (credentials unset...): the
+        # send refuses the account; the spec just cannot say what it takes.
+        logger.warning("capabilities of account %s unknown: its adapter failed to build", account.pk, exc_info=True)
         return None
 
 
