@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from datetime import timedelta
@@ -24,6 +25,18 @@ if isinstance(_pool_options, dict):
 hypothesis_settings.register_profile("ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 hypothesis_settings.register_profile("dev", max_examples=20, deadline=None)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_auth_failure_window():
+    """Tests all come from 127.0.0.1: one test's failed authentications must not
+    throttle the next one's (the counter lives in Redis in the production mode)."""
+    yield
+    from core.ratelimit import rate_reset
+
+    for address in ("127.0.0.1", "::1"):
+        with contextlib.suppress(Exception):  # a test that stopped Redis
+            rate_reset(f"auth_failures:{address}")
 
 
 @pytest.fixture

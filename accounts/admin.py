@@ -96,7 +96,7 @@ class UserAdmin(DjangoUserAdmin):
 class ApiKeyAddForm(forms.ModelForm):
     class Meta:
         model = ApiKey
-        fields = ("user", "name", "scope", "expires_at")
+        fields = ("user", "name", "scope", "manage_keys", "expires_at")
 
     def clean_expires_at(self) -> Any:
         expires_at = self.cleaned_data.get("expires_at")
@@ -123,7 +123,19 @@ class ApiKeyStatusFilter(admin.SimpleListFilter):
         return queryset
 
 
-_API_KEY_DETAIL_FIELDS = ("user", "name", "prefix", "scope", "status", "created_at", "expires_at", "revoked_at", "last_used_at")
+_API_KEY_DETAIL_FIELDS = (
+    "user",
+    "name",
+    "prefix",
+    "scope",
+    "manage_keys",
+    "parent",
+    "status",
+    "created_at",
+    "expires_at",
+    "revoked_at",
+    "last_used_at",
+)
 
 
 @admin.register(ApiKey)
@@ -163,7 +175,13 @@ class ApiKeyAdmin(admin.ModelAdmin):
         if change:
             return  # nothing is editable; a stray POST must not write the row
         data = form.cleaned_data
-        issued = api_key_create(user=data["user"], name=data["name"], scope=data["scope"], expires_at=data.get("expires_at"))
+        issued = api_key_create(
+            user=data["user"],
+            name=data["name"],
+            scope=data["scope"],
+            manage_keys=data.get("manage_keys", False),
+            expires_at=data.get("expires_at"),
+        )
         _adopt(obj, issued.api_key)
         obj._issued_key = issued.key  # type: ignore[attr-defined]  # read once by response_add
 

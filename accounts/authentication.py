@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from rest_framework import authentication, exceptions
+from rest_framework import authentication, exceptions, throttling
 from rest_framework.request import Request
 
 from accounts.models import ApiKey, User
-from accounts.services import api_key_authenticate
+from accounts.services import api_key_authenticate_from
 
 API_KEY_HEADER = "X-API-Key"
 
@@ -18,7 +18,10 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         raw = request.headers.get(API_KEY_HEADER)
         if raw is None:
             return None
-        api_key = api_key_authenticate(raw_key=raw)
+        # DRF's notion of the client address (REMOTE_ADDR, or X-Forwarded-For
+        # behind NUM_PROXIES trusted proxies), as its throttles use.
+        address = throttling.BaseThrottle().get_ident(request)
+        api_key = api_key_authenticate_from(raw_key=raw, address=address)
         if api_key is None:
             raise exceptions.AuthenticationFailed("Invalid, revoked or expired API key.")
         return api_key.user, api_key

@@ -62,6 +62,10 @@ class ApiKey(models.Model):
     prefix = models.CharField(max_length=16, unique=True)
     secret_hash = models.CharField(max_length=64)
     scope = models.CharField(max_length=10, choices=ApiKeyScope.choices, default=ApiKeyScope.READ)
+    # The ``keys`` scope: may create keys no wider than itself and revoke them.
+    manage_keys = models.BooleanField(default=False)
+    # The key that created this one through the API; revoking it revokes this.
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
@@ -88,3 +92,7 @@ class ApiKey(models.Model):
     @property
     def can_trade(self) -> bool:
         return self.scope == ApiKeyScope.TRADE
+
+    @property
+    def scopes(self) -> list[str]:
+        return ["read", *(["trade"] if self.can_trade else []), *(["keys"] if self.manage_keys else [])]

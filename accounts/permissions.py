@@ -17,3 +17,15 @@ class ApiKeyScopePermission(BasePermission):
         if isinstance(request.auth, ApiKey) and request.method not in SAFE_METHODS:
             return request.auth.can_trade
         return True
+
+
+class ApiKeyManagementPermission(BasePermission):
+    """Creating and revoking keys: the dashboard session, or a key with the
+    ``keys`` scope (whatever its read/trade scope). Listing needs neither."""
+
+    message = "Creating and revoking API keys needs the dashboard session or a key with the keys scope."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if isinstance(request.auth, ApiKey) and request.method not in SAFE_METHODS:
+            return request.auth.manage_keys
+        return True

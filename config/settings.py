@@ -250,6 +250,8 @@ CSRF_FAILURE_VIEW = "core.handlers.csrf_failure"  # the JSON error shape under /
 
 # API keys: a fast hash (SHA-256) of a high-entropy secret, found by public prefix.
 API_KEY_LAST_USED_RESOLUTION = env.int("API_KEY_LAST_USED_RESOLUTION", default=60)
+# Failed API-key authentications per client address; past it 429 until the window ends.
+THROTTLE_AUTH_FAILURES = env.str("THROTTLE_AUTH_FAILURES", default="60/min")
 
 # --- Broker credentials ---------------------------------------------------------
 # Comma-separated Fernet keys, newest first; older keys still decrypt.
@@ -277,9 +279,9 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.exceptions.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
-        "rest_framework.throttling.ScopedRateThrottle",
+        "core.throttling.AnonRateThrottle",
+        "core.throttling.UserRateThrottle",
+        "core.throttling.ScopedRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("THROTTLE_ANON", default="600/min"),
@@ -287,6 +289,9 @@ REST_FRAMEWORK = {
         "api_keys": env.str("THROTTLE_API_KEYS", default="120/min"),
         "orders": env.str("THROTTLE_ORDERS", default="100000/min"),
     },
+    # Client addresses come from REMOTE_ADDR, or X-Forwarded-For when this many
+    # proxies in front add to it (0: the header is ignored, so it cannot be forged).
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
     "COERCE_DECIMAL_TO_STRING": True,
     "DATETIME_FORMAT": "iso-8601",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",

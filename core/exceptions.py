@@ -41,8 +41,10 @@ class DomainError(Exception):
         code: str | None = None,
         fields: Mapping[str, Any] | None = None,
         status_code: int | None = None,
+        retry_after: int | None = None,
     ) -> None:
         self.message = message or self.default_message
+        self.retry_after = retry_after  # seconds, sent as Retry-After (429, 503)
         if code:
             self.code = code
         if status_code:
@@ -67,6 +69,13 @@ class Forbidden(DomainError):
     status_code = 403
     code = "permission_denied"
     default_message = "You may not do this."
+
+
+class Throttled(DomainError):
+    status_code = 429
+    code = "throttled"
+    default_message = "Too many requests; retry after the time in Retry-After."
+    permanent = False
 
 
 class Conflict(DomainError):
@@ -121,7 +130,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     """DRF ``EXCEPTION_HANDLER``: every failure in the project's error shape."""
     headers: dict[str, str] = {}
     if isinstance(exc, DomainError):
-        return Response(error_body(exc.code, exc.message, exc.fields), status=exc.status_code)
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(exc.retry_after)
+        return Response(error_body(exc.code, exc.message, exc.fields), status=exc.status_code, headers=headers)
     if isinstance(exc, RequestDataTooBig):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         return Response(error_body("request_too_large", f"The request body is larger than {limit} bytes."), status=413)

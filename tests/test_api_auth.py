@@ -15,6 +15,15 @@ from brokers.services import broker_account_create
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture
+def alice_keys_api(alice) -> APIClient:
+    from accounts.services import api_key_create
+
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=api_key_create(user=alice, name="alice keys", scope="trade", manage_keys=True).key)
+    return client
+
+
 def _error_code(response) -> str:
     body = response.json()
     assert set(body) == {"error"}
@@ -50,9 +59,11 @@ def test_right_prefix_with_wrong_secret_is_refused(api, alice_key):
     assert api.get("/api/v1/me").status_code == 401
 
 
-def test_revoked_key_stops_working_at_once(alice_api, alice_key):
+def test_revoked_key_stops_working_at_once(alice_api, alice_key, alice):
     key_id = ApiKey.objects.get(prefix=alice_key.split("_")[1]).pk
-    assert alice_api.delete(f"/api/v1/api-keys/{key_id}").status_code == 204
+    dashboard = APIClient()
+    dashboard.force_login(alice)
+    assert dashboard.delete(f"/api/v1/api-keys/{key_id}").status_code == 204
     response = alice_api.get("/api/v1/me")
     assert response.status_code == 401
     assert _error_code(response) == "authentication_failed"
@@ -107,7 +118,8 @@ def test_session_authentication_enforces_csrf_on_writes(alice):
     assert ApiKey.objects.filter(name="from browser", user=alice).exists()
 
 
-def test_create_api_key_returns_the_secret_once_and_stores_only_a_hash(alice_api, alice):
+def test_create_api_key_returns_the_secret_once_and_stores_only_a_hash(alice_keys_api, alice):
+    alice_api = alice_keys_api
     expires = (timezone.now() + timedelta(days=7)).isoformat()
     response = alice_api.post("/api/v1/api-keys", {"name": "bot", "scopes": ["read", "trade"], "expires_at": expires}, format="json")
     assert response.status_code == 201
@@ -142,9 +154,9 @@ def test_api_key_last_used_is_recorded(alice_api, alice_key):
         ({"name": "x", "scope": "read", "scopes": ["trade"]}, "scopes"),
     ],
 )
-def test_bad_api_key_requests_are_422_and_create_nothing(alice_api, alice, body, field):
+def test_bad_api_key_requests_are_422_and_create_nothing(alice_keys_api, alice, body, field):
     before = ApiKey.objects.count()
-    response = alice_api.post("/api/v1/api-keys", body, format="json")
+    response = alice_keys_api.post("/api/v1/api-keys", body, format="json")
     assert response.status_code == 422
     assert _error_code(response) == "validation_error"
     assert field in response.json()["error"]["fields"]
@@ -172,7 +184,9 @@ def test_users_never_see_each_others_accounts_or_keys(alice_api, bob_api, alice,
     assert bob_account.label == "bob paper"
 
     bob_key_id = bob_key_ids[0]
-    assert alice_api.delete(f"/api/v1/api-keys/{bob_key_id}").status_code == 404
+    dashboard = APIClient()
+    dashboard.force_login(alice)
+    assert dashboard.delete(f"/api/v1/api-keys/{bob_key_id}").status_code == 404
     assert ApiKey.objects.get(pk=bob_key_id).revoked_at is None
     assert bob_api.get("/api/v1/me").status_code == 200
 

@@ -19,11 +19,23 @@ class ApiKeySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ApiKey
-        fields = ["id", "name", "prefix", "scope", "scopes", "status", "created_at", "expires_at", "revoked_at", "last_used_at"]
+        fields = [
+            "id",
+            "name",
+            "prefix",
+            "scope",
+            "scopes",
+            "status",
+            "parent_id",
+            "created_at",
+            "expires_at",
+            "revoked_at",
+            "last_used_at",
+        ]
         read_only_fields = fields
 
     def get_scopes(self, obj: ApiKey) -> list[str]:
-        return ["read", "trade"] if obj.can_trade else ["read"]
+        return obj.scopes
 
     def get_status(self, obj: ApiKey) -> str:
         if obj.is_revoked:
@@ -33,10 +45,18 @@ class ApiKeySerializer(serializers.ModelSerializer):
         return "active"
 
 
+KEYS_SCOPE = "keys"
+
+
 class ApiKeyCreateSerializer(StrictSerializer):
     name = serializers.CharField(max_length=100)
     scope = serializers.ChoiceField(choices=ApiKeyScope.choices, required=False)
-    scopes = serializers.ListField(child=serializers.ChoiceField(choices=ApiKeyScope.choices), required=False, allow_empty=False)
+    scopes = serializers.ListField(
+        child=serializers.ChoiceField(choices=[*ApiKeyScope.values, KEYS_SCOPE]),
+        required=False,
+        allow_empty=False,
+        help_text="read, trade (includes read) and keys (create and revoke keys no wider than this one).",
+    )
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
 
     def validate(self, attrs: dict) -> dict:
@@ -45,6 +65,7 @@ class ApiKeyCreateSerializer(StrictSerializer):
             raise serializers.ValidationError({"scopes": ["Give scope or scopes, not both."]})
         if scopes is not None:
             attrs["scope"] = ApiKeyScope.TRADE if ApiKeyScope.TRADE in scopes else ApiKeyScope.READ
+            attrs["manage_keys"] = KEYS_SCOPE in scopes
         return attrs
 
 
