@@ -25,7 +25,8 @@ from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
 from accounts.models import ApiKey, User
-from accounts.services import api_key_authenticate
+from accounts.revocation import key_group, user_group
+from accounts.services import api_key_authenticate_from, credentials_valid
 from core.exceptions import DomainError, error_body
 from streams import frames
 from streams.delivery import Delivery, delivery_for
@@ -63,13 +64,41 @@ def _new_subscription(channel: str, handler: ChannelHandler, *, counted: bool) -
     return Subscription(channel=channel, handler=handler, delivery=delivery, counted=counted)
 
 
-def _origin_allowed(origin: str, host: str) -> bool:
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _server_scheme(scope: dict[str, Any], headers: dict[str, str]) -> str:
+    """The scheme a browser used to reach us: ``wss``, or a TLS-terminating
+    proxy's header as Django trusts it for HTTP (``SECURE_PROXY_SSL_HEADER``)."""
+    if scope.get("scheme") == "wss":
+        return "https"
+    proxy = settings.SECURE_PROXY_SSL_HEADER
+    if proxy:
+        name, value = proxy
+        header = name.removeprefix("HTTP_").replace("_", "-").lower()
+        if headers.get(header, "").split(",")[0].strip().lower() == value.lower():
+            return "https"
+    return "http"
+
+
+def _origin_allowed(origin: str, host: str, scheme: str = "http") -> bool:
     parsed = urlsplit(origin)
     if not parsed.scheme or not parsed.netloc:
         return False
-    if parsed.netloc.lower() == host.lower() and validate_host(split_domain_port(host)[0], settings.ALLOWED_HOSTS):
-        # Same origin as the page that opened the socket, on a host we serve
-        # (Django checks Host for HTTP only; this keeps DNS rebinding out).
+    domain, port = split_domain_port(host)
+    try:
+        origin_port = parsed.port or _DEFAULT_PORTS.get(parsed.scheme.lower())
+    except ValueError:
+        return False
+    same_origin = (
+        parsed.scheme.lower() == scheme
+        and (parsed.hostname or "") == domain.strip("[]")
+        and origin_port == (int(port) if port else _DEFAULT_PORTS[scheme])
+    )
+    if same_origin and validate_host(domain, settings.ALLOWED_HOSTS):
+        # Same origin (scheme, host and port) as the page that opened the socket,
+        # on a host we serve (Django checks Host for HTTP only; this keeps DNS
+        # rebinding out). An https page is not the origin of an http server.
         return True
     allowed = {o.rstrip("/").lower() for o in [*settings.WS_ALLOWED_ORIGINS, *settings.CSRF_TRUSTED_ORIGINS]}
     return origin.rstrip("/").lower() in allowed
@@ -142,7 +171,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
 
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.scope.get("headers", [])}
         origin = headers.get("origin")
-        if origin is not None and not _origin_allowed(origin, headers.get("host", "")):
+        if origin is not None and not _origin_allowed(origin, headers.get("host", ""), _server_scheme(self.scope, headers)):
             # Closing before accept refuses the handshake (HTTP 403).
             await self.close(code=CLOSE_FORBIDDEN_ORIGIN)
             return
@@ -156,6 +185,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         elif origin is not None and session_user is not None and session_user.is_authenticated:
             # A session cookie counts only from an allowed browser Origin.
             self.user = session_user
+            await self._watch_credentials()
             await self._send_hello(None, "session")
         else:
             self.tasks.append(asyncio.ensure_future(self._auth_deadline()))
@@ -198,15 +228,54 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     # --- authentication ---------------------------------------------------------------
 
     async def _authenticate_key(self, raw_key: str, request_id: Any) -> bool:
-        api_key = await database_sync_to_async(api_key_authenticate)(raw_key=raw_key)
+        address = (self.scope.get("client") or ["unknown"])[0]
+        try:
+            api_key = await database_sync_to_async(api_key_authenticate_from)(raw_key=raw_key, address=address)
+        except DomainError as exc:  # too many failures from this address
+            await self.send_error(request_id, exc.code, exc.message)
+            await self._close(CLOSE_UNAUTHENTICATED)
+            return False
         if api_key is None:
             await self.send_error(request_id, "authentication_failed", "Invalid, revoked or expired API key.")
             await self._close(CLOSE_UNAUTHENTICATED)
             return False
         self.api_key = api_key
         self.user = api_key.user
+        await self._watch_credentials()
         await self._send_hello(request_id, "api_key")
         return True
+
+    async def _watch_credentials(self) -> None:
+        """Join the groups a revocation is announced to (the key's and the
+        user's) and, for a key that expires, close the socket when it does."""
+        assert self.user is not None
+        groups = [user_group(self.user.pk)] + ([key_group(self.api_key.pk)] if self.api_key else [])
+        for group in groups:
+            try:
+                await self.channel_layer.group_add(group, self.channel_name)
+            except Exception:  # the per-command check still holds without it
+                logger.warning("could not join %s", group, exc_info=True)
+            self.groups_joined.add(group)  # re-joined with the others after a layer outage
+        if self.api_key is not None and self.api_key.expires_at is not None:
+            self.tasks.append(asyncio.ensure_future(self._expire_at(self.api_key.expires_at.timestamp())))
+
+    async def _expire_at(self, deadline: float) -> None:
+        await asyncio.sleep(max(0.0, deadline - time.time()))
+        await self.credentials_revoked({"type": "credentials.revoked"})
+
+    async def credentials_revoked(self, event: dict[str, Any]) -> None:
+        """The key was revoked, expired, or the user deactivated: close at once."""
+        if self.closed or self.user is None:
+            return
+        if await self._still_authorized():
+            return  # e.g. the user was re-activated meanwhile
+        await self.send_error(None, "credentials_revoked", "The credentials of this connection were revoked or expired.")
+        await self._close(CLOSE_UNAUTHENTICATED)
+
+    async def _still_authorized(self) -> bool:
+        assert self.user is not None
+        api_key_id = self.api_key.pk if self.api_key is not None else None
+        return await database_sync_to_async(credentials_valid)(user_id=self.user.pk, api_key_id=api_key_id)
 
     async def _send_hello(self, request_id: Any, method: str) -> None:
         assert self.user is not None
@@ -364,6 +433,12 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             await self.send_error(request_id, "command_unavailable", "Commands are not available on this server.")
             return
         assert self.user is not None
+        # Re-authorized on arrival: a revocation in any process counts, even if
+        # its announcement to this socket was lost.
+        if not await self._still_authorized():
+            await self.send_error(request_id, "authentication_failed", "The credentials of this connection were revoked or expired.")
+            await self._close(CLOSE_UNAUTHENTICATED)
+            return
         body = {k: v for k, v in message.items() if k != "op"}
         result = await run(self.user, self.api_key, body)
         await self.send_frame({"type": "ack", "request_id": request_id, "data": result})

@@ -16,7 +16,7 @@ CLOSE_FORBIDDEN_ORIGIN = 4003
 CLOSE_NOT_FOUND = 4004
 CLOSE_PONG_TIMEOUT = 4008
 CLOSE_CODES = {
-    CLOSE_UNAUTHENTICATED: "unauthenticated: no valid API key, session or auth frame in time",
+    CLOSE_UNAUTHENTICATED: "unauthenticated: no valid API key, session or auth frame in time, or its key revoked or expired or its user deactivated",
     CLOSE_FORBIDDEN_ORIGIN: "foreign origin: the handshake is refused (HTTP 403)",
     CLOSE_NOT_FOUND: "not found: no WebSocket endpoint at this path (the one endpoint is /api/v1/ws)",
     CLOSE_PONG_TIMEOUT: "pong timeout: the server's ping was not echoed in time",
