@@ -265,3 +265,14 @@ def test_kis_app_key_is_masked_in_logs():
 
     assert mask_secrets({"app_key": "AK123", "appkey": "AK456"}) == {"app_key": "***", "appkey": "***"}
     assert "AK123" not in mask_text('{"app_key": "AK123"}')
+
+
+def test_patching_one_credential_keeps_the_others(alice_api, alice):
+    from brokers.services import broker_account_credentials
+
+    account = broker_account_create(owner=alice, kind="kis", label="kis", credentials={"app_key": "K", "app_secret": "S"})
+    response = alice_api.patch(f"/api/v1/accounts/{account.pk}", {"credentials": {"app_secret": "S2", "hts_id": "H"}}, format="json")
+    assert response.status_code == 200, response.json()
+    assert response.json()["has_credentials"] is True and "credentials" not in response.json()
+    stored = broker_account_credentials(account=BrokerAccount.objects.get(pk=account.pk))
+    assert stored == {"app_key": "K", "app_secret": "S2", "hts_id": "H"}
