@@ -88,6 +88,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "core.middleware.NoStoreMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
@@ -246,6 +247,17 @@ SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+# Behind TLS (README "Deploy settings"): redirect http to https, HSTS, and the
+# header a TLS-terminating proxy sets (``HTTP_X_FORWARDED_PROTO,https``).
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+# Load-balancer probes and the metrics scraper may speak plain http inside the network.
+SECURE_REDIRECT_EXEMPT = env.list("SECURE_REDIRECT_EXEMPT", default=[r"^api/v1/health", r"^metrics"])
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+_proxy_ssl_header = env.list("SECURE_PROXY_SSL_HEADER", default=[])
+SECURE_PROXY_SSL_HEADER = (_proxy_ssl_header[0], _proxy_ssl_header[1]) if len(_proxy_ssl_header) == 2 else None
+USE_X_FORWARDED_HOST = env.bool("USE_X_FORWARDED_HOST", default=False)
 CSRF_FAILURE_VIEW = "core.handlers.csrf_failure"  # the JSON error shape under /api/
 
 # API keys: a fast hash (SHA-256) of a high-entropy secret, found by public prefix.
@@ -309,6 +321,17 @@ SPECTACULAR_SETTINGS = {
     "SCHEMA_PATH_PREFIX": "/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
     "PREPROCESSING_HOOKS": ["core.schema.drop_trailing_slash_variants"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "core.schema.document_error_responses",
+        "marketdata.api.schema.udf_quote_values_may_be_empty",
+    ],
+    # Choice sets sharing a field name get names of their own.
+    "ENUM_NAME_OVERRIDES": {
+        "BrokerKindEnum": "brokers.models.BrokerKind",
+        "SideEnum": "oms.models.Side",
+        "OrderStatusEnum": "oms.models.OrderStatus",
+    },
     # core/urls.py: ids a 64-bit column holds; text that can be stored.
     "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}, "textpath": str},
     "SECURITY": [{"ApiKeyAuth": []}, {"cookieAuth": []}],

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
+from django.utils.cache import patch_cache_control
 
 from core.context import new_request_id, request_id_var
 
@@ -43,3 +44,18 @@ class RequestIdMiddleware:
             return response
         finally:
             request_id_var.reset(token)
+
+
+class NoStoreMiddleware:
+    """``Cache-Control: no-store`` on every API answer to an authenticated
+    caller: orders, balances and keys must not stay in a browser or proxy cache."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        user = getattr(request, "user", None)  # DRF sets it for API keys too
+        if request.path.startswith("/api/") and user is not None and user.is_authenticated:
+            patch_cache_control(response, no_store=True, private=True)
+        return response

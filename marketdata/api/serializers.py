@@ -15,7 +15,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core.decimals import plain_decimal
-from marketdata.models import Instrument, InstrumentType
+from marketdata.models import Instrument, InstrumentType, OptionType
 
 # datetime.fromtimestamp is good up to year 9999; refuse what it cannot hold.
 _MAX_UNIX = 253_402_300_799
@@ -256,7 +256,9 @@ class DatafeedHealthSerializer(serializers.Serializer):
 
 
 class InstrumentSerializer(serializers.ModelSerializer):
-    underlying = serializers.SlugRelatedField(slug_field="symbol", read_only=True)  # type: ignore[var-annotated]
+    underlying = serializers.SlugRelatedField(slug_field="symbol", read_only=True, allow_null=True)  # type: ignore[var-annotated]
+    # "" for instruments that are not options (as stored); the schema says so.
+    option_type = serializers.ChoiceField(choices=OptionType.choices, allow_blank=True, read_only=True)
     tick_size = PlainDecimalField(read_only=True)
     lot_size = PlainDecimalField(read_only=True)
     multiplier = PlainDecimalField(read_only=True)
