@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,8 @@ from oms.specs import (
     spec_context,
     spec_parse,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -254,6 +257,29 @@ def _claim(account: BrokerAccount, key: str, print_: str) -> IdempotencyKey | No
         return None
 
 
+def _state_marks(account: BrokerAccount) -> tuple[int, int, int]:
+    # Every committed change of an account's orders, positions or funds moves
+    # one of its stream sequences (taken in the changing transaction).
+    marks = BrokerAccount.objects.filter(pk=account.pk).values_list("orders_seq", "positions_seq", "funds_seq").first()
+    return marks or (0, 0, 0)
+
+
+def _settle_failed_claim(claim: IdempotencyKey, account: BrokerAccount, marks: tuple[int, int, int] | None) -> None:
+    """An unexpected failure (a 500): free the key when nothing of the account
+    changed meanwhile (the retry runs afresh), else store the failure, which a
+    retry replays instead of possibly sending twice."""
+    try:
+        if marks is not None and _state_marks(account) == marks:
+            claim.delete()
+            return
+        body = error_body(
+            "internal_error", "The request failed and may have been partly applied; check your orders before retrying with a new key."
+        )
+        IdempotencyKey.objects.filter(pk=claim.pk).update(response_status=500, response_body=body)
+    except Exception:  # the database itself is failing: the key stays claimed (409), never sent twice
+        logger.exception("could not settle idempotency key %s", claim.pk)
+
+
 def commands_run(
     *,
     account: BrokerAccount,
@@ -291,11 +317,16 @@ def commands_run(
             if existing.response_status is None:
                 raise Conflict("A request with this idempotency key is still in flight.", code="idempotency_in_flight")
             return Outcome(results=[], replayed=True, status_code=existing.response_status, body=existing.response_body)
+    marks = _state_marks(account) if claim is not None else None
     try:
         results = _execute(account, commands, actor=actor, source=source)
     except DomainError:
         if claim is not None:
             claim.delete()  # nothing ran: the key is free again
+        raise
+    except Exception:
+        if claim is not None:
+            _settle_failed_claim(claim, account, marks)  # a key is never stuck in flight
         raise
     body = [r.as_dict() for r in results]
     body_out: Any = body[0] if shape == "object" else body
