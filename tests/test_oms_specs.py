@@ -122,14 +122,15 @@ BAD_SEND = [
     pytest.param({"qty": "9" * 30}, "qty", id="qty-30-digits"),
     pytest.param({"qty": 10**39}, "qty", id="qty-40-digit-integer"),
     pytest.param({"qty": "NaN"}, "qty", id="qty-nan"),
-    pytest.param({"qty": 0.5}, "qty", id="qty-fractional-json-number"),
+    pytest.param({"qty": 10.000000000000002}, "qty", id="qty-json-number-rounded-on-the-way"),
     pytest.param({"price": 1e308}, "price", id="price-1e308"),
     pytest.param({"price": "9" * 40}, "price", id="price-40-digits"),
     pytest.param({"symbol": "BTC/USDT", "qty": "1.00000000001", "price": "1"}, "qty", id="qty-11-decimal-places"),
     pytest.param({"symbol": "\ud800"}, "symbol", id="symbol-lone-surrogate"),
     pytest.param({"symbol": "AA\x00PL"}, "symbol", id="symbol-nul"),
     pytest.param({"strategy_id": "s\x00"}, "strategy_id", id="strategy-nul"),
-    pytest.param({"strategy_id": 7}, "strategy_id", id="strategy-not-a-string"),
+    pytest.param({"strategy_id": [7]}, "strategy_id", id="strategy-not-a-string"),
+    pytest.param({"strategy_id": 2**63}, "strategy_id", id="strategy-integer-beyond-bigint"),
     pytest.param({"position_id": BIG}, "position_id", id="position-id-2**63"),
     pytest.param({"reduce_only": 1}, "reduce_only", id="reduce-only-one"),
     pytest.param({"side": "buy\x00"}, "side", id="side-nul"),
@@ -155,6 +156,15 @@ def test_a_json_integer_and_a_plain_string_are_the_same_decimal(api, venue, acco
     second = api.post(f"/api/v1/accounts/{account.pk}/orders", {**LIMIT, "qty": "010.000"})
     assert first.status_code == second.status_code == 202
     assert [o.qty for o in Order.objects.order_by("id")] == [Decimal(10), Decimal(10)]
+
+
+def test_a_json_number_a_float_holds_exactly_is_the_decimal_the_client_wrote(api, venue, account):
+    response = api.post(
+        f"/api/v1/accounts/{account.pk}/orders", {**LIMIT, "symbol": "BTC/USDT", "qty": 0.1, "price": 50000.5, "strategy_id": 7}
+    )
+    assert response.status_code == 202, response.content
+    order = Order.objects.get()
+    assert (order.qty, order.price, order.strategy_id) == (Decimal("0.1"), Decimal("50000.5"), "7")
 
 
 # --- the envelope, ids and the other commands ------------------------------------------------------------------

@@ -262,7 +262,7 @@ class SendOrderPayload(PayloadSpec):
     time_in_force = ChoiceField(
         choices=TimeInForce.choices, required=False, allow_null=True, help_text="Default gtc (day where the broker takes no gtc)."
     )
-    strategy_id = TextField(max_length=64, required=False, allow_blank=True, allow_null=True)
+    strategy_id = TextField(max_length=64, accept_int=True, required=False, allow_blank=True, allow_null=True)
     position_id = IdField(required=False, allow_null=True, help_text="Hedging accounts: the position to add to or reduce.")
     reduce_only = BooleanField(required=False)
     client_order_id = ClientOrderIdField(required=False, allow_blank=True, allow_null=True)
@@ -387,7 +387,7 @@ class ReassignPayload(PayloadSpec):
     """A ``reassign`` payload: deals to move to another strategy and/or position."""
 
     deal_ids = serializers.ListField(child=IdField(), min_length=1, max_length=MAX_BATCH)
-    target_strategy_id = TextField(max_length=64, required=False, allow_blank=True, allow_null=True)
+    target_strategy_id = TextField(max_length=64, accept_int=True, required=False, allow_blank=True, allow_null=True)
     target_position_id = IdField(required=False, allow_null=True)
 
     def validate(self, attrs: dict[str, Any]) -> ReassignSpec:

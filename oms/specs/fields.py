@@ -7,10 +7,11 @@ the database.
   PostgreSQL;
 * decimals: plain ASCII decimal strings (``"10"``, ``"0.001"``) that fit the
   column (``QTY``: 18 digits before the point, 10 after); a JSON integer is
-  taken as written; a JSON number with a fraction or an exponent is refused,
-  because most JSON parsers (ours included) have already rounded it to a
-  binary float. ``"١"`` (Arabic-Indic one), ``" 1"``, ``"1e28"``, ``"NaN"``
-  are refused;
+  taken as written; a JSON number with a fraction or an exponent arrives as a
+  binary float, which holds any decimal of up to 15 significant digits
+  exactly (its shortest representation is the decimal the client wrote), so
+  such a number is taken and a longer one refused (send it as a string).
+  ``"١"`` (Arabic-Indic one), ``" 1"``, ``"1e28"``, ``"NaN"`` are refused;
 * text: JSON strings within the column's length, without control characters
   (NUL included) or lone surrogates; never trimmed;
 * booleans: ``true`` or ``false`` only; choices: one of the exact strings.
@@ -18,6 +19,7 @@ the database.
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 from decimal import Decimal
@@ -32,6 +34,8 @@ from oms.models import QTY
 
 #: The largest id a bigint column holds (PostgreSQL bigint, SQLite integer).
 MAX_ID = 2**63 - 1
+#: Significant digits of a decimal that a binary64 float always holds exactly.
+FLOAT_EXACT_DIGITS = 15
 #: Decimal columns of orders and deals.
 MAX_DIGITS: int = QTY["max_digits"]
 DECIMAL_PLACES: int = QTY["decimal_places"]
@@ -76,7 +80,10 @@ class IdField(serializers.IntegerField):
         "type": "string",
         "pattern": rf"^-?[0-9]{{1,{MAX_DIGITS - DECIMAL_PLACES}}}(\.[0-9]{{1,{DECIMAL_PLACES}}})?$",
         "example": "10.5",
-        "description": "A decimal as a string (a JSON integer is accepted too; a JSON number with a fraction or exponent is not).",
+        "description": (
+            "A decimal as a string (recommended). A JSON integer is accepted too, and a JSON number with a fraction"
+            " when it has at most 15 significant digits (a longer one may have been rounded on the way)."
+        ),
     }
 )
 class PlainDecimalField(serializers.Field):
@@ -84,7 +91,7 @@ class PlainDecimalField(serializers.Field):
 
     default_error_messages = {
         "invalid": 'A plain decimal string is required, such as "10.5" (ASCII digits, no exponent, no spaces).',
-        "float": 'Send decimals as strings ("0.1"): a JSON number with a fraction or exponent may be rounded on the way.',
+        "float": 'Send this decimal as a string ("0.1"): a JSON number of more than 15 significant digits may be rounded on the way.',
         "max_whole_digits": "At most {max_whole_digits} digits before the decimal point.",
         "max_decimal_places": "At most {max_decimal_places} decimal places.",
     }
@@ -99,7 +106,7 @@ class PlainDecimalField(serializers.Field):
         if isinstance(data, bool):
             self.fail("invalid")
         if isinstance(data, float):
-            self.fail("float")
+            data = self._exact_float(data)
         if isinstance(data, int):
             text = str(data) if abs(data) < 10**40 else "9" * 41  # refused below, without a huge str()
         elif isinstance(data, str) and len(data) <= 64:
@@ -115,6 +122,15 @@ class PlainDecimalField(serializers.Field):
             self.fail("max_decimal_places", max_decimal_places=self.max_decimal_places)
         return Decimal(text)
 
+    def _exact_float(self, data: float) -> str:
+        """The decimal a client wrote as a JSON number, when a float holds it exactly."""
+        if not math.isfinite(data):
+            self.fail("invalid")
+        number = Decimal(repr(data))  # the shortest text that reads back as this float
+        if len(number.normalize().as_tuple().digits) > FLOAT_EXACT_DIGITS or abs(number) >= 10**MAX_DIGITS:
+            self.fail("float")
+        return format(number, "f")
+
     def to_representation(self, value: Any) -> str | None:
         return decimal_str(value)
 
@@ -128,11 +144,15 @@ class TextField(serializers.CharField):
         "forbidden_characters": "Control characters (NUL included) and lone surrogates are not allowed.",
     }
 
-    def __init__(self, *, max_length: int, **kwargs: Any) -> None:
+    def __init__(self, *, max_length: int, accept_int: bool = False, **kwargs: Any) -> None:
         kwargs.setdefault("trim_whitespace", False)
         super().__init__(max_length=max_length, **kwargs)
+        # Strategy ids were taken as JSON integers too: clients send them so.
+        self.accept_int = accept_int
 
     def to_internal_value(self, data: Any) -> str:
+        if self.accept_int and isinstance(data, int) and not isinstance(data, bool) and abs(data) <= MAX_ID:
+            data = str(data)
         if not isinstance(data, str):
             self.fail("invalid")
         if self.max_length is not None and len(data) > self.max_length:
