@@ -478,3 +478,17 @@ def test_openapi_request_bodies_and_the_asyncapi_command_message_come_from_the_s
     ws_send = envelopes["send_order"]["properties"]["payload"]
     assert ws_send["properties"]["qty"]["pattern"] == send_order["properties"]["qty"]["pattern"]
     assert set(ws_send["properties"]) == set(send_order["properties"])
+
+
+def test_an_order_for_an_expired_contract_is_refused_at_once(api, venue, account):
+    from datetime import date, timedelta
+
+    expired = date.today() - timedelta(days=2)
+    live = date.today() + timedelta(days=30)
+    instrument_upsert(symbol="DEMO:IDX-OLD", type="future", expiry=expired, session="0930-1600", timezone="America/New_York")
+    instrument_upsert(symbol="DEMO:IDX-NEXT", type="future", expiry=live, session="0930-1600", timezone="America/New_York")
+    before = rows()
+    body = refused(api.post(f"/api/v1/accounts/{account.pk}/orders", {**LIMIT, "symbol": "DEMO:IDX-OLD"}), "symbol")
+    assert "expired" in body["fields"]["symbol"][0] and rows() == before and venue.placed == []
+    response = api.post(f"/api/v1/accounts/{account.pk}/orders", {**LIMIT, "symbol": "DEMO:IDX-NEXT"})
+    assert response.status_code == 202, response.content

@@ -19,6 +19,7 @@ broker-specific field the broker does not take.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
@@ -33,6 +34,7 @@ from brokers.registry import broker_for
 from core.exceptions import flatten_fields
 from core.serializers import StrictSerializer
 from marketdata.models import Instrument
+from marketdata.sessions import contract_expired
 from oms.errors import InvalidInput
 from oms.models import OrderType, Side, TimeInForce
 from oms.specs.fields import (
@@ -51,6 +53,7 @@ logger = logging.getLogger(__name__)
 #: Most commands (or orders, or deals) in one request.
 MAX_BATCH = 500
 UNKNOWN_SYMBOL = "unknown_symbol"
+CONTRACT_EXPIRED = "contract_expired"
 UNSUPPORTED_BY_BROKER = "unsupported_by_broker"
 # Error codes that name the refusal better than validation_error.
 _DOMAIN_CODES = (UNSUPPORTED_BY_BROKER, UNKNOWN_SYMBOL)
@@ -159,10 +162,21 @@ def instrument_errors(
     return errors
 
 
-def instrument_for_order(symbol: str) -> Instrument:
+def instrument_refusal(symbol: str) -> tuple[Instrument | None, str, str]:
+    """The instrument a new order may trade, or None with why not (message, code)."""
     instrument = Instrument.objects.filter(symbol=symbol, active=True).first()
     if instrument is None:
-        raise InvalidInput(f"Unknown or inactive symbol '{symbol[:64]}'.", code=UNKNOWN_SYMBOL, fields={"symbol": ["Unknown symbol."]})
+        return None, f"Unknown or inactive symbol '{symbol[:64]}'.", UNKNOWN_SYMBOL
+    if contract_expired(instrument.expiry, instrument.timezone, instrument.session, time.time()):
+        # It trades no more (the venue stops quoting it): a limit order would sit forever.
+        return None, f"{symbol[:64]} expired on {instrument.expiry}: it trades no more.", CONTRACT_EXPIRED
+    return instrument, "", ""
+
+
+def instrument_for_order(symbol: str) -> Instrument:
+    instrument, message, code = instrument_refusal(symbol)
+    if instrument is None:
+        raise InvalidInput(message, code=code, fields={"symbol": [message]})
     return instrument
 
 
@@ -289,9 +303,9 @@ class SendOrderPayload(PayloadSpec):
                     refused[name] = _refused(f"This account's broker does not take {name}.", UNSUPPORTED_BY_BROKER)
         if refused:
             raise serializers.ValidationError(refused)
-        instrument = Instrument.objects.filter(symbol=attrs["symbol"], active=True).first()
+        instrument, message, code = instrument_refusal(attrs["symbol"])
         if instrument is None:
-            raise serializers.ValidationError({"symbol": _refused("Unknown or inactive symbol.", UNKNOWN_SYMBOL)})
+            raise serializers.ValidationError({"symbol": _refused(message, code)})
         price, stop_price = attrs.get("price"), attrs.get("stop_price")
         errors = instrument_errors(instrument, qty=attrs["qty"], price=price, stop_price=stop_price)
         needs_price = order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT)
