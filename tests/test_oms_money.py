@@ -318,13 +318,28 @@ def test_buying_power_is_checked_on_the_part_that_opens_or_grows_from_the_funds_
     funds_fetch(account)  # the projection: 450 dollars of buying power
     venue.funds = Funds(currency="USD", cash=D(10**6), margin_used=D(0), margin_available=D(10**6), equity=D(10**6))
     venue.mode = "ack"
-    assert fill(account, "sell", "15", "100").status == "new"  # closes: never checked
     assert fill(account, "sell", "19", "100").status == "new"  # 15 close, 4 (400) open a short
     with pytest.raises(RiskRejected) as refused:
         fill(account, "sell", "20", "100")  # 5 (500) would open: the projection says 450, whatever the broker says now
     assert refused.value.code == "insufficient_buying_power"
     with pytest.raises(RiskRejected):
-        fill(account, "buy", "5", "100")
+        fill(account, "buy", "5", "100")  # grows the long
+    with pytest.raises(RiskRejected):
+        fill(account, "sell", "5", "100")  # the working sell of 19 closes the 15 already: these 5 open
+    assert fill(account, "sell", "4", "100").status == "new"
+
+
+def test_a_plain_close_is_never_checked_for_buying_power(account, venue, settings):
+    from brokers.base import Funds
+    from oms.services.funds import funds_fetch
+
+    fill(account, "buy", "15", "100")
+    settings.OMS_RISK = {**NO_LIMITS, "CHECK_BUYING_POWER": True}
+    venue.funds = Funds(currency="USD", cash=D(0), margin_used=D(1500), margin_available=D(0), equity=D(1500))
+    funds_fetch(account)
+    assert fill(account, "sell", "8", "100").status == "filled"
+    assert fill(account, "sell", "7", "100").status == "filled"
+    assert Position.objects.get().status == "closed"
 
 
 def test_the_notional_limit_is_in_the_accounts_base_currency(account, venue, settings):

@@ -22,6 +22,11 @@ def _decimal(**kwargs: Any) -> serializers.DecimalField:
     return serializers.DecimalField(max_digits=28, decimal_places=10, coerce_to_string=True, read_only=True, **kwargs)
 
 
+def _rate(**kwargs: Any) -> serializers.DecimalField:
+    """An FX rate: more places than a price (1/1350 is 0.000740740740741)."""
+    return serializers.DecimalField(max_digits=36, decimal_places=20, coerce_to_string=True, read_only=True, **kwargs)
+
+
 class PayloadSerializer(serializers.Serializer):
     """Renders with an ``oms.payloads`` function, so REST equals the streams."""
 
@@ -94,7 +99,7 @@ class DealSerializer(PayloadSerializer):
     fee = _decimal()
     fee_currency = serializers.CharField(read_only=True)
     currency = serializers.CharField(read_only=True, help_text="The instrument's.")
-    rate = _decimal(allow_null=True, help_text="One unit of currency in base_currency at the deal.")
+    rate = _rate(allow_null=True, help_text="One unit of currency in base_currency at the deal.")
     realized_pnl = _decimal(help_text="What the deal realized, in currency.")
     base_currency = serializers.CharField(read_only=True)
     realized_pnl_base = _decimal(allow_null=True, help_text="realized_pnl at rate.")
@@ -127,7 +132,7 @@ class PositionSerializer(PayloadSerializer):
     avg_close_price = _decimal(allow_null=True, help_text="Average price of what reduced or closed it; null before any.")
     fees = _decimal(help_text="Σ of its deals' fees in its currency (a fee in the pair's base asset at the deal price; others excluded).")
     base_currency = serializers.CharField(read_only=True, help_text="The account's base currency when it opened.")
-    rate = _decimal(allow_null=True, help_text="One unit of currency in base_currency at the last mark or deal.")
+    rate = _rate(allow_null=True, help_text="One unit of currency in base_currency at the last mark or deal.")
     realized_pnl_base = _decimal(allow_null=True, help_text="Σ of its deals' realized P&L, each at its deal's rate; null if one had none.")
     unrealized_pnl_base = _decimal(allow_null=True, help_text="unrealized_pnl at rate.")
 

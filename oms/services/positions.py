@@ -581,7 +581,15 @@ def order_opening_qty(account: BrokerAccount, spec: OrderSpec) -> Decimal:
         ).first()
     if position is None or (position.side == PositionSide.LONG) == (spec.side == Side.BUY):
         return spec.qty
-    return max(spec.qty - position.qty, ZERO)
+    # Working orders on the same side reduce the position first: two sells
+    # of a long 15 cannot each count the 15 as theirs to close.
+    working = Order.objects.filter(account=account, side=spec.side, status__in=OPEN_STATUSES)
+    if account.position_mode == PositionMode.HEDGING:
+        working = working.filter(position=position)
+    else:
+        working = working.filter(symbol=spec.symbol, strategy_id=spec.strategy_id)
+    pending = sum((qty - filled for qty, filled in working.values_list("qty", "filled_qty")), ZERO)
+    return max(spec.qty - max(position.qty - pending, ZERO), ZERO)
 
 
 def working_reduce_qty(position: Position) -> Decimal:
