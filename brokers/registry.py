@@ -31,6 +31,15 @@ def register_broker(kind: str, factory: BrokerFactory) -> None:
     _factories[kind] = factory
 
 
+def unregister_broker(kind: str) -> None:
+    _factories.pop(kind, None)
+
+
+def broker_factory(kind: str) -> BrokerFactory | None:
+    """The factory registered for ``kind`` (tests wrap or replace it for a while)."""
+    return _factories.get(kind)
+
+
 def adapter_registered(kind: str) -> bool:
     """Whether an adapter serves accounts of ``kind`` in this process."""
     return kind in _factories

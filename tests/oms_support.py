@@ -10,6 +10,7 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from django.db.models import Sum
 
 from brokers import registry
-from brokers.base import BrokerRejected, Capabilities, Fill, OrderAck, OrderRequest, OrderStatus
+from brokers.base import Fill, OrderRequest, OrderStatus
 from brokers.models import REQUIRED_CREDENTIALS
 from brokers.services import broker_account_create
 from marketdata.quotes import quote_store
@@ -57,15 +58,23 @@ def make_account(owner: Any, *, kind: str = "kis", position_mode: str = "netting
 def venue_registered(venue: FakeVenue, kind: str = "kis") -> Iterator[FakeVenue]:
     """Serve ``kind`` accounts from ``venue`` for the block, then put back
     whatever adapter was registered before."""
-    saved = registry._factories.get(kind)
-    registry.register_broker(kind, venue.broker)
-    try:
+    with broker_registered(kind, venue.broker):
         yield venue
+
+
+@contextlib.contextmanager
+def broker_registered(kind: str, factory: registry.BrokerFactory) -> Iterator[None]:
+    """Serve ``kind`` accounts from ``factory`` for the block, then put back
+    whatever adapter was registered before."""
+    saved = registry.broker_factory(kind)
+    registry.register_broker(kind, factory)
+    try:
+        yield
     finally:
         if saved is None:
-            registry._factories.pop(kind, None)
+            registry.unregister_broker(kind)
         else:
-            registry._factories[kind] = saved
+            registry.register_broker(kind, saved)
 
 
 @contextlib.contextmanager
@@ -201,7 +210,7 @@ class NoClientIdBroker(FakeBroker):
 
     def __init__(self, venue):
         super().__init__(venue)
-        self.capabilities = Capabilities(supports_client_order_id=False)
+        self.capabilities = replace(self.capabilities, supports_client_order_id=False)
 
     def _strip(self, status):
         return OrderStatus(**{**status.__dict__, "client_order_id": None})
@@ -222,27 +231,3 @@ class NoClientIdVenue(FakeVenue):
     def broker(self, account):
         self.account_id = account.pk
         return NoClientIdBroker(self)
-
-
-class ModifyingBroker(FakeBroker):
-    """Applies changes at the venue (the plain fake only acknowledges them)."""
-
-    def modify_order(self, *, broker_order_id, symbol, qty, price, stop_price) -> OrderAck:
-        for coid, status in self.venue.orders.items():
-            if status.broker_order_id != broker_order_id:
-                continue
-            if status.status not in ("new", "partially_filled"):
-                raise BrokerRejected(f"Order is {status.status} (fake).")
-            new_qty = qty if qty is not None else status.qty
-            if new_qty <= status.filled_qty:
-                raise BrokerRejected("Below the filled quantity (fake).")
-            changed = {**status.__dict__, "qty": new_qty, "price": price if price is not None else status.price}
-            self.venue.orders[coid] = OrderStatus(**changed)
-            return OrderAck(broker_order_id=broker_order_id, status=status.status)
-        raise BrokerRejected("No such order (fake).")
-
-
-class ModifyingVenue(FakeVenue):
-    def broker(self, account):
-        self.account_id = account.pk
-        return ModifyingBroker(self)

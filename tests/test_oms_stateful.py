@@ -47,9 +47,9 @@ from oms.services.positions import positions_rebuild
 from oms.services.reconcile import account_reconcile
 from oms.services.send import order_request
 from oms.services.sweeper import orders_sweep
+from tests.fakes import FakeVenue
 from tests.oms_support import (
     NO_LIMITS,
-    ModifyingVenue,
     change_spec,
     deals_cash,
     fills_cash,
@@ -74,7 +74,7 @@ class OmsMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.venue = ModifyingVenue()
+        self.venue = FakeVenue()
         self.registration = ExitStack()
         self.registration.enter_context(venue_registered(self.venue))
         self.offset = timedelta(0)  # simulated time passing, for the sweeper and the grace period

@@ -59,11 +59,17 @@ class PaperBroker:
             raise ValueError(f"PaperBroker serves paper accounts, not {account.kind}")
         self.account = account
         self.clock = clock
+        # What the venue really does (the Broker contract suite checks each):
+        # every order type and time in force, changes, client order ids,
+        # reduce-only; no broker-specific order fields.
         self.capabilities = Capabilities(
             supports_modify=True,
             supports_client_order_id=True,
             supports_reduce_only=True,
             hedging=account.position_mode == PositionMode.HEDGING,
+            order_types=frozenset({"market", "limit", "stop", "stop_limit"}),
+            times_in_force=frozenset({"day", "gtc", "ioc"}),
+            extra_order_fields=frozenset(),
         )
 
     # --- orders -------------------------------------------------------------------------
