@@ -42,6 +42,10 @@ def order_payload(order: Order) -> dict[str, Any]:
         "position_id": order.position_id,
         "reduce_only": order.reduce_only,
         "source": order.source,
+        # Broker-specific fields the order was sent with (Kite: product, variety).
+        "broker_fields": dict(order.broker_fields or {}),
+        # When the sender claimed it for the broker; null while it waits to be sent.
+        "sent_at": _t(order.sent_at),
         "created_at": _t(order.created_at),
         "updated_at": _t(order.updated_at),
     }

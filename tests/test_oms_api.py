@@ -29,6 +29,7 @@ from marketdata.types import Quote
 from oms.models import Deal, IdempotencyKey, Order, OrderEvent, Position
 from oms.payloads import deal_payload, order_payload, position_payload
 from oms.services.commands import command_for, fingerprint
+from oms.services.send import order_submit
 from tests.fakes import FakeVenue
 from tests.oms_support import venue_registered
 
@@ -161,6 +162,18 @@ def test_send_answers_202_pending_new_then_the_fill_books_a_deal_and_a_position(
     positions = api.get(f"/api/v1/accounts/{account.pk}/positions").json()
     assert [(p["symbol"], p["side"], p["qty"]) for p in positions["results"]] == [("AAPL", "long", "10")]
     assert positions["next"] is None
+
+
+def test_an_order_shows_sent_at_null_until_the_sender_hands_it_to_the_broker(alice_api, venue, account):
+    # No on-commit callbacks run: the order is committed and waits to be sent.
+    response = alice_api.post(f"/api/v1/accounts/{account.pk}/orders", {**MARKET}, format="json")
+    assert response.status_code == 202, response.content
+    order_id = response.json()["order_id"]
+    waiting = alice_api.get(f"/api/v1/orders/{order_id}").json()
+    assert waiting["status"] == "pending_new" and waiting["sent_at"] is None and waiting["broker_fields"] == {}
+    order_submit(order_id=order_id)
+    sent = alice_api.get(f"/api/v1/orders/{order_id}").json()
+    assert sent["sent_at"] is not None and sent["status"] != "pending_new"
 
 
 def test_rest_bodies_are_the_stream_payloads(api, venue, account):

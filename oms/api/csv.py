@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import AsyncIterator, Callable, Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -32,6 +33,8 @@ def _cell(value: Any) -> Any:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"  # as in JSON
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True) if value else ""
     if isinstance(value, str) and value.startswith(_FORMULA_START) and not _is_number(value):
         # A free-text value (strategy_id, a broker message) that a spreadsheet
         # would run as a formula: quoted as OWASP advises; numbers stay numbers.

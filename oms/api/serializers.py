@@ -80,6 +80,8 @@ class OrderSerializer(PayloadSerializer):
     position_id = serializers.IntegerField(read_only=True, allow_null=True)
     reduce_only = serializers.BooleanField(read_only=True)
     source = serializers.ChoiceField(choices=Source.choices, read_only=True)  # type: ignore[assignment]
+    broker_fields = serializers.DictField(read_only=True, help_text="Broker-specific fields the order was sent with.")
+    sent_at = serializers.DateTimeField(read_only=True, allow_null=True, help_text="When it was handed to the broker; null until then.")
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
 
