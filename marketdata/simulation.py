@@ -21,6 +21,7 @@ from django.db import transaction
 from core.decimals import plain_decimal
 from marketdata.bars import BarBuilder
 from marketdata.feeds.simulated import SimInstrument, SimulatedFeed
+from marketdata.feeds.simulator import Simulator
 from marketdata.models import Bar, Instrument, InstrumentType
 from marketdata.services import bars_upsert_many, instrument_upsert, ticks_ingest
 from marketdata.sessions import contract_expired, contract_expiry, zone
@@ -260,10 +261,9 @@ def _runtime_get(now: float) -> SimulatorRuntime:
 
 
 def runtime_reset() -> None:
-    global _runtime, _lookup_feed
+    global _runtime
     with _runtime_lock:
         _runtime = None
-        _lookup_feed = None
 
 
 def simulator_step(now: float | None = None) -> tuple[list[Quote], list[tuple[str, BarData]]]:
@@ -295,8 +295,7 @@ SIMULATOR_LOOP = "marketdata.simulator"
 
 # --- quotes for a process that does not run the loop ---------------------------------------
 
-_lookup_feed: SimulatedFeed | None = None
-_lookup_loaded_at = 0.0
+_lookup_simulator = Simulator()  # the pure price engine and its day cache, kept across lookups
 
 
 def simulated_quotes(symbols: Iterable[str], *, now: float | None = None) -> dict[str, Quote]:
@@ -304,15 +303,11 @@ def simulated_quotes(symbols: Iterable[str], *, now: float | None = None) -> dic
     in session, for a process that does not run the simulator loop (on the
     embedded default the cache is per process, so the CLI's holds none). The
     simulator is a pure function of seed, symbol and time: these are the
-    quotes the server's loop stores. Nothing is written (the loop's feed keeps
-    its own state)."""
-    global _lookup_feed, _lookup_loaded_at
+    quotes the server's loop stores. Nothing is written; the instruments are
+    read on each call (the loop's feed and its state are not touched)."""
     now = now if now is not None else time.time()
     with _runtime_lock:
-        if _lookup_feed is None or now - _lookup_loaded_at > RELOAD_INSTRUMENTS_EVERY:
-            _lookup_feed = SimulatedFeed(sim_instruments(), settings.SIMULATOR_SEED)
-            _lookup_loaded_at = now
-        feed = _lookup_feed
+        feed = SimulatedFeed(sim_instruments(), settings.SIMULATOR_SEED, simulator=_lookup_simulator)
         second = int(now)
         return {symbol: feed.quote(symbol, second) for symbol in dict.fromkeys(symbols) if feed.in_session(symbol, second)}
 

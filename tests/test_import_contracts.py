@@ -18,7 +18,7 @@ PACKAGES = ("config", "core", "accounts", "streams", "brokers", "marketdata", "o
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(LINT_IMPORTS), "--no-cache", "--config", str(root / ".importlinter")],
+        [str(LINT_IMPORTS), "--no-cache", "--no-logo", "--config", str(root / ".importlinter")],
         cwd=root,
         capture_output=True,
         text=True,
