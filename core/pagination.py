@@ -4,6 +4,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from rest_framework import pagination
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 
 
@@ -13,6 +14,13 @@ class CursorPagination(pagination.CursorPagination):
     ordering = "-id"
     page_size_query_param = "limit"
     max_page_size = 1000
+
+    def decode_cursor(self, request: Any) -> Any:
+        # DRF answers a malformed cursor 404; it is a bad query parameter (422).
+        try:
+            return super().decode_cursor(request)
+        except NotFound:
+            raise ValidationError({self.cursor_query_param: ["Invalid cursor: pass back a `next` value unchanged."]}) from None
 
     def get_next_link(self) -> str | None:
         link = super().get_next_link()

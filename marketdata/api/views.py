@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 
 from core.decimals import plain_decimal
 from core.pagination import CursorPagination
+from core.serializers import ErrorSerializer
 from marketdata.api.serializers import (
     HistoryBarsSerializer,
     HistoryQuerySerializer,
@@ -88,7 +89,9 @@ class QuoteListView(APIView):
 
 
 class HistoryBarsView(APIView):
-    @extend_schema(parameters=[HistoryQuerySerializer], responses=HistoryBarsSerializer, operation_id="history_bars")
+    @extend_schema(
+        parameters=[HistoryQuerySerializer], responses={200: HistoryBarsSerializer, 404: ErrorSerializer}, operation_id="history_bars"
+    )
     def get(self, request: Request) -> Response:
         query = _query(HistoryQuerySerializer, request)
         instrument = instrument_get(symbol=query["symbol"])

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from rest_framework import serializers
 
+from core import serializers as core_serializers
 from oms.models import DealKind, OrderStatus, OrderType, PositionSide, PositionStatus, Side, Source, TimeInForce
 from oms.payloads import deal_payload, order_payload, position_payload
 from oms.specs import PAYLOAD_SPECS
@@ -44,15 +45,9 @@ class PayloadSerializer(serializers.Serializer):
 # --- errors ------------------------------------------------------------------------------------
 
 
-class ErrorDetailSerializer(serializers.Serializer):
-    code = serializers.CharField()
-    message = serializers.CharField()
-    fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))  # type: ignore[assignment]
-    request_id = serializers.CharField(allow_null=True)
-
-
-class ErrorSerializer(serializers.Serializer):
-    error = ErrorDetailSerializer()
+# The error shape is core's (one definition); named here too for the OMS views.
+ErrorDetailSerializer = core_serializers.ErrorDetailSerializer
+ErrorSerializer = core_serializers.ErrorSerializer
 
 
 # --- orders, deals, positions ----------------------------------------------------------------------
