@@ -4,6 +4,7 @@ its status. A quick check; the schemathesis run is the thorough one."""
 
 from __future__ import annotations
 
+import time
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -12,7 +13,9 @@ import jsonschema
 import pytest
 from drf_spectacular.generators import SchemaGenerator
 
+from marketdata.quotes import quote_store
 from marketdata.services import instrument_upsert
+from marketdata.types import Quote
 
 pytestmark = pytest.mark.django_db
 
@@ -51,6 +54,7 @@ def _conforms(openapi: dict[str, Any], template: str, method: str, response) -> 
 @pytest.fixture
 def instruments(db) -> None:
     instrument_upsert(symbol="AAPL", type="stock", tick_size=Decimal("0.01"), lot_size=Decimal(1))
+    quote_store(Quote(symbol="AAPL", time=time.time(), last=Decimal(100), bid=Decimal("99.99"), ask=Decimal("100.01")))
     index = instrument_upsert(symbol="DEMO:IDX", type="index", tick_size=Decimal("0.01"), lot_size=Decimal(1))
     expiry = date.today() + timedelta(days=30)
     instrument_upsert(

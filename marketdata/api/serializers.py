@@ -315,7 +315,8 @@ class QuoteSerializer(serializers.Serializer):
     prev_close = serializers.DecimalField(
         max_digits=None, decimal_places=None, allow_null=True, help_text="Close of the previous trading day's 1D bar."
     )
-    time = serializers.FloatField(help_text="Unix seconds of the last change.")
+    time = serializers.DateTimeField(help_text="The last change, ISO 8601 UTC.")
+    ts = serializers.FloatField(help_text="The last change, unix seconds.")
     stale = serializers.BooleanField()
 
 
