@@ -151,3 +151,14 @@ def celery_worker_process(django_db_setup, django_db_blocker, server_tmp) -> Ite
 
     with django_db_blocker.unblock(), run_celery_worker(server_tmp) as worker:
         yield worker
+
+
+@pytest.fixture(autouse=True)
+def _fresh_instrument_cache():
+    """Each test's instruments are its own: a symbol another test cached (then
+    rolled back) is looked up afresh."""
+    from marketdata.instrument_cache import instrument_cache_clear
+
+    instrument_cache_clear()
+    yield
+    instrument_cache_clear()

@@ -71,3 +71,27 @@ class Bar(models.Model):
 
     def __str__(self) -> str:
         return f"{self.instrument_id} {self.resolution} {self.time:%Y-%m-%d %H:%M}"
+
+
+class DailyBar(models.Model):
+    """The maintained daily aggregate of an instrument's 1-minute bars: one row
+    per trading day (``marketdata.sessions``), kept exact by the one bar-writing
+    service in the transaction that writes the minutes. 1D history reads it;
+    1W and 1M aggregate it on read."""
+
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="daily_bars")
+    time = models.DateTimeField(help_text="Start of the trading day: local midnight in the instrument's timezone, UTC.")
+    open = models.DecimalField(max_digits=24, decimal_places=10)
+    high = models.DecimalField(max_digits=24, decimal_places=10)
+    low = models.DecimalField(max_digits=24, decimal_places=10)
+    close = models.DecimalField(max_digits=24, decimal_places=10)
+    volume = models.DecimalField(max_digits=32, decimal_places=8, default=0)
+    first_minute = models.DateTimeField(help_text="Start of the day's first in-session 1-minute bar.")
+    last_minute = models.DateTimeField(help_text="Start of the day's last in-session 1-minute bar.")
+
+    class Meta:
+        ordering = ["instrument", "time"]
+        constraints = [models.UniqueConstraint(fields=["instrument", "time"], name="dailybar_unique_instrument_time")]
+
+    def __str__(self) -> str:
+        return f"{self.instrument_id} 1D {self.time:%Y-%m-%d}"

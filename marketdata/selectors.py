@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
 from django.db import connections
-from django.db.models import BigIntegerField, Func, Q, QuerySet
+from django.db.models import BigIntegerField, Exists, Func, OuterRef, Q, QuerySet
 
 from core.exceptions import InvalidInput, NotFound
 from marketdata.bars import (
@@ -24,9 +24,11 @@ from marketdata.bars import (
     resolution_seconds,
     slice_columns,
 )
-from marketdata.models import Bar, Instrument
+from marketdata.instrument_cache import cached
+from marketdata.models import Bar, DailyBar, Instrument
 from marketdata.quotes import quotes_get
-from marketdata.types import Quote, normalize_resolution
+from marketdata.sessions import period_start_of_day, zone
+from marketdata.types import CALENDAR_RESOLUTIONS, SUPPORTED_RESOLUTIONS, Quote, normalize_resolution
 
 logger = logging.getLogger(__name__)
 
@@ -51,16 +53,44 @@ def instrument_get(*, symbol: str) -> Instrument:
     return instrument
 
 
-def instrument_resolve(*, name: str) -> Instrument:
+def instrument_resolve(*, name: str, queryset: QuerySet[Instrument] | None = None) -> Instrument:
     """The instrument a chart names: its symbol, or ``EXCHANGE:SYMBOL`` for one
     whose own symbol has no exchange prefix (``NASDAQ:AAPL``)."""
-    instrument = Instrument.objects.filter(symbol=name).first()
+    qs = Instrument.objects.all() if queryset is None else queryset
+    instrument = qs.filter(symbol=name).first()
     if instrument is None and ":" in name:
         exchange, _, symbol = name.partition(":")
-        instrument = Instrument.objects.filter(symbol=symbol, exchange__iexact=exchange).first()
+        instrument = qs.filter(symbol=symbol, exchange__iexact=exchange).first()
     if instrument is None:
         raise NotFound(f"Unknown symbol '{name[:64]}'.", code="unknown_symbol")
     return instrument
+
+
+@dataclass(frozen=True)
+class HistoryTarget:
+    """What a history request needs about an instrument, cached per process
+    (``marketdata.instrument_cache``): the row, and the resolutions besides 1
+    minute it stores bars at."""
+
+    instrument: Instrument
+    stored: frozenset[str]
+
+
+_COARSE = tuple(r for r in SUPPORTED_RESOLUTIONS if r != "1")
+
+
+def _history_target_load(name: str) -> HistoryTarget:
+    # One query: the row and, per resolution, whether it stores bars at it.
+    flags = {f"stored_{r}": Exists(Bar.objects.filter(instrument=OuterRef("pk"), resolution=r)) for r in _COARSE}
+    instrument = instrument_resolve(name=name, queryset=Instrument.objects.annotate(**flags))
+    stored = frozenset(r for r in _COARSE if getattr(instrument, f"stored_{r}"))
+    return HistoryTarget(instrument=instrument, stored=stored)
+
+
+def history_target(*, name: str) -> HistoryTarget:
+    """The instrument a chart names (as ``instrument_resolve``) and its stored
+    resolutions, without a query once this process has looked it up."""
+    return cached(name, _history_target_load)
 
 
 def instruments_by_symbol(*, symbols: Iterable[str]) -> dict[str, Instrument]:
@@ -164,9 +194,14 @@ class History:
         return len(self.columns[0])
 
 
-def _source_resolution(instrument: Instrument, resolution: str) -> str:
+def _source_resolution(instrument: Instrument, resolution: str, stored: Collection[str] | None) -> str:
     for candidate in _SOURCES[resolution]:
-        if candidate == "1" or Bar.objects.filter(instrument=instrument, resolution=candidate).exists():
+        if candidate == "1":
+            return candidate
+        if stored is None:
+            if Bar.objects.filter(instrument=instrument, resolution=candidate).exists():
+                return candidate
+        elif candidate in stored:
             return candidate
     return "1"
 
@@ -197,22 +232,82 @@ def _float_rows_postgresql(qs: QuerySet) -> list[tuple]:
         return cursor.fetchall()
 
 
-def _fetch(
-    instrument: Instrument, source: str, start: int | None, end: int, convert: Callable[[Any], Any], limit: int | None = None
-) -> Columns:
-    qs = Bar.objects.filter(instrument=instrument, resolution=source, time__lt=datetime.fromtimestamp(end, UTC))
-    if start is not None:
-        qs = qs.filter(time__gte=datetime.fromtimestamp(start, UTC))
+def _rows(qs: QuerySet, convert: Callable[[Any], Any], limit: int | None, times: tuple[str, ...] = ()) -> tuple[list[tuple], bool]:
+    """``time, open, high, low, close, volume`` (then the time columns ``times``)
+    of ``qs`` in time order; with ``limit``, the newest ``limit`` rows. Returns
+    the rows and whether they hold unix seconds and floats already."""
     # The UDF hot path on PostgreSQL: unix seconds from the server, floats
     # from the cursor; identical numbers, a fraction of the Python work.
     fast = convert is float and connections[qs.db].vendor == "postgresql"
-    columns: tuple[Any, ...] = (_UnixSeconds("time"), *_COLUMNS[1:]) if fast else _COLUMNS
+    names = (*_COLUMNS, *times)
+    columns: tuple[Any, ...] = tuple(_UnixSeconds(n) if fast and (n == "time" or n in times) else n for n in names)
     # countback: the newest ``limit`` bars, read backwards and turned round.
     ordered = qs.order_by("-time" if limit is not None else "time").values_list(*columns)[:limit]
     rows = _float_rows_postgresql(ordered) if fast else list(ordered)
     if limit is not None:
         rows.reverse()
+    return rows, fast
+
+
+def _at(moment: int) -> datetime:
+    return datetime.fromtimestamp(moment, UTC)
+
+
+def _fetch(
+    instrument: Instrument, source: str, start: int | None, end: int, convert: Callable[[Any], Any], limit: int | None = None
+) -> Columns:
+    qs = Bar.objects.filter(instrument=instrument, resolution=source, time__lt=_at(end))
+    if start is not None:
+        qs = qs.filter(time__gte=_at(start))
+    rows, fast = _rows(qs, convert, limit)
     return columns_from_rows(rows, None if fast else convert)
+
+
+def _unix(value: Any) -> int:
+    return value if isinstance(value, int) else int(value.timestamp())
+
+
+def _daily(
+    instrument: Instrument, resolution: str, since: int | None, end: int, convert: Callable[[Any], Any], countback: int | None
+) -> Columns:
+    """1D, 1W or 1M bars from the maintained daily aggregate (``DailyBar``),
+    equal to aggregating the 1-minute bars on read: the days with a minute in
+    [since, end) (every day before ``end`` when ``since`` is None), the last
+    one cut at ``end`` when it runs past it, grouped into weeks or months."""
+    # A day's key (local midnight) lies within a day or so of its minutes:
+    # bounds on it keep the read on the (instrument, time) index.
+    qs = DailyBar.objects.filter(instrument=instrument, time__lt=_at(end + 2 * 86_400), first_minute__lt=_at(end))
+    if since is not None:
+        qs = qs.filter(time__gte=_at(since - 2 * 86_400), last_minute__gte=_at(since))
+    per_period = {"1D": 1, "1W": 7, "1M": 31}[resolution]
+    limit = None if countback is None else (countback if resolution == "1D" else per_period * (countback + 1))
+    rows, fast = _rows(qs, convert, limit, times=("first_minute", "last_minute"))
+    columns = columns_from_rows(rows, None if fast else convert)
+    if rows and _unix(rows[-1][7]) >= end:
+        # The last day runs past ``end``: its bar holds the minutes before ``end`` only.
+        minutes = _fetch(instrument, "1", _unix(rows[-1][6]), end, convert)
+        part = aggregate(minutes, bucket_function("1D", instrument.timezone, instrument.session))
+        columns = slice_columns(columns, 0, -1)
+        for column, value in zip(columns, part, strict=True):
+            column.extend(value)
+    if resolution != "1D":
+        columns = aggregate(columns, _day_period_bucket(resolution, instrument.timezone))
+    if countback is not None:
+        columns = slice_columns(columns, max(0, len(columns[0]) - countback))
+    return columns
+
+
+def _day_period_bucket(resolution: str, tz_name: str) -> Callable[[int], int | None]:
+    """Maps a day's start (local midnight) to the start of its week or month."""
+    tz = zone(tz_name)
+    memo: dict[int, int] = {}
+
+    def bucket(t: int) -> int:
+        if t not in memo:
+            memo[t] = period_start_of_day(datetime.fromtimestamp(t, tz).date(), resolution, tz_name)
+        return memo[t]
+
+    return bucket
 
 
 def bars_history(
@@ -223,10 +318,19 @@ def bars_history(
     start: int | None = None,
     countback: int | None = None,
     convert: Callable[[Any], Any] = float,
+    stored: Collection[str] | None = None,
+    from_minutes: bool = False,
 ) -> History:
     """Bars of ``resolution`` starting in [start, end) — or the last
     ``countback`` before ``end``, which wins over ``start`` — as columns.
-    ``start == end`` asks for the one bar starting at ``start``."""
+    ``start == end`` asks for the one bar starting at ``start``.
+
+    Read from the bars stored at ``resolution`` or the nearest finer stored
+    resolution; ``stored`` names the resolutions besides 1 minute the
+    instrument stores (``history_target``; None: looked up). Days, weeks and
+    months over 1-minute bars come from the maintained daily aggregate, or,
+    with ``from_minutes``, are aggregated from the minutes on read (the
+    reference the aggregate must equal)."""
     cap = settings.HISTORY_MAX_BARS
     if countback is not None:
         if countback <= 0:
@@ -249,11 +353,23 @@ def bars_history(
                 fields={"from": [f"At most {cap} bars per request."]},
             )
 
-    source = _source_resolution(instrument, resolution)
+    source = _source_resolution(instrument, resolution, stored)
     direct = source == resolution
     bucket = None if direct else bucket_function(resolution, instrument.timezone, instrument.session)
+    daily = source == "1" and resolution in CALENDAR_RESOLUTIONS and not from_minutes
 
-    if countback is not None:
+    if daily and countback is not None:
+        columns = _daily(instrument, resolution, None, end, convert, countback)
+        first_requested = None
+    elif daily:
+        assert start is not None
+        reach = end if start != end else start + resolution_seconds(resolution) + 86_400
+        columns = _daily(instrument, resolution, _aligned_start(instrument, resolution, start), reach, convert, None)
+        if start == end:
+            at = columns[0].index(start) if start in columns[0] else None
+            columns = empty_columns() if at is None else slice_columns(columns, at, at + 1)
+        first_requested = start
+    elif countback is not None:
         if direct:
             columns = _fetch(instrument, source, None, end, convert, limit=countback)
         else:

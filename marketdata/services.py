@@ -10,8 +10,10 @@ from typing import Any
 
 from django.db import connection, transaction
 
-from core.exceptions import InvalidInput
+from core.exceptions import InvalidInput, NotFound
 from marketdata.bars import BarBuilder
+from marketdata.dailybars import daily_bars_after_minutes, daily_bars_rebuild
+from marketdata.instrument_cache import instruments_changed
 from marketdata.models import Bar, Instrument, InstrumentType
 from marketdata.quotes import quotes_store
 from marketdata.sessions import session_problem, timezone_problem
@@ -53,12 +55,33 @@ def instrument_upsert(*, symbol: str, **fields: Any) -> Instrument:
     }
     if problems:
         raise InvalidInput(fields=problems)
-    instrument, _ = Instrument.objects.update_or_create(symbol=symbol, defaults=fields)
+    with transaction.atomic():
+        before = Instrument.objects.filter(symbol=symbol).values_list("timezone", "session").first()
+        instrument, _ = Instrument.objects.update_or_create(symbol=symbol, defaults=fields)
+        if before is not None and before != (instrument.timezone, instrument.session):
+            # Its trading days moved: the daily aggregate is regrouped.
+            daily_bars_rebuild(instrument=instrument)
+        instruments_changed()
     return instrument
 
 
+def daily_bars_build(*, symbols: Sequence[str] | None = None) -> dict[str, int]:
+    """(Re)build the daily aggregate of the ``symbols`` (default: every
+    instrument) from their stored minutes: {symbol: days stored}."""
+    instruments = Instrument.objects.order_by("symbol")
+    if symbols is not None:
+        instruments = instruments.filter(symbol__in=symbols)
+        missing = sorted(set(symbols) - set(instruments.values_list("symbol", flat=True)))
+        if missing:
+            raise NotFound(f"Unknown symbol '{missing[0][:64]}'.", code="unknown_symbol")
+    return {instrument.symbol: daily_bars_rebuild(instrument=instrument) for instrument in instruments}
+
+
 def instruments_set_active(*, instrument_ids: Iterable[int], active: bool) -> int:
-    return Instrument.objects.filter(pk__in=list(instrument_ids)).update(active=active)
+    with transaction.atomic():
+        changed = Instrument.objects.filter(pk__in=list(instrument_ids)).update(active=active)
+        instruments_changed()
+    return changed
 
 
 @dataclass
@@ -98,6 +121,10 @@ def bars_upsert(*, instrument: Instrument, resolution: str, bars: Sequence[BarDa
             unique_fields=["instrument", "resolution", "time"],
             update_fields=["open", "high", "low", "close", "volume", "open_interest"],
         )
+        if canonical == "1":
+            daily_bars_after_minutes(minutes=[(instrument.pk, b.time) for b in bars])
+        else:
+            instruments_changed()  # the resolutions it stores: where history reads from
     updated = sum(1 for stamp in times if stamp in existing)
     return UpsertResult(inserted=len(rows) - updated, updated=updated)
 
@@ -122,7 +149,8 @@ def _upsert_sql() -> str:
 
 def bars_upsert_many(*, resolution: str, bars: Sequence[tuple[int, BarData]]) -> None:
     """Upsert bars of several instruments (``(instrument_id, bar)``) in one
-    transaction: the live loop's minutes and the simulator's backfill.
+    transaction: the live loop's minutes and the simulator's backfill. Minutes
+    update their days' ``DailyBar`` rows in the same transaction.
 
     A parameterised executemany with ON CONFLICT (SQLite and PostgreSQL alike):
     model instances for hundreds of thousands of rows cost ten times more."""
@@ -148,6 +176,10 @@ def bars_upsert_many(*, resolution: str, bars: Sequence[tuple[int, BarData]]) ->
     with transaction.atomic(), connection.cursor() as cursor:
         for i in range(0, len(params), _UPSERT_CHUNK):
             cursor.executemany(sql, params[i : i + _UPSERT_CHUNK])
+        if resolution == "1":
+            daily_bars_after_minutes(minutes=[(instrument_id, b.time) for instrument_id, b in bars])
+        else:
+            instruments_changed()
 
 
 def ticks_ingest(

@@ -47,6 +47,7 @@ from marketdata.api.serializers import (
 from marketdata.selectors import (
     bars_history,
     datafeed_health,
+    history_target,
     instrument_exchanges,
     instrument_resolve,
     instruments_search,
@@ -147,11 +148,12 @@ class SearchView(UdfView):
 
 def _history(request: Request) -> HttpResponse:
     query = _query(HistoryQuerySerializer, request)
-    instrument = instrument_resolve(name=query["symbol"])
+    target = history_target(name=query["symbol"])
     resolution = resolution_or_error(query["resolution"])
     end = query.get("to")
     history = bars_history(
-        instrument=instrument,
+        instrument=target.instrument,
+        stored=target.stored,
         resolution=resolution,
         end=end if end is not None else int(time.time()) + 1,
         start=query.get("from"),

@@ -30,7 +30,7 @@ from marketdata.api.serializers import (
 )
 from marketdata.models import Instrument
 from marketdata.quotes import quote_as_dict, quote_get
-from marketdata.selectors import bars_history, instrument_get, instruments_list, quotes_lookup, resolution_or_error
+from marketdata.selectors import bars_history, history_target, instrument_get, instruments_list, quotes_lookup, resolution_or_error
 from marketdata.services import decimal
 
 
@@ -94,11 +94,15 @@ class HistoryBarsView(APIView):
     )
     def get(self, request: Request) -> Response:
         query = _query(HistoryQuerySerializer, request)
-        instrument = instrument_get(symbol=query["symbol"])
+        target = history_target(name=query["symbol"])
+        instrument = target.instrument
+        if instrument.symbol != query["symbol"]:  # this path takes symbols only, never EXCHANGE:SYMBOL
+            instrument_get(symbol=query["symbol"])
         resolution = resolution_or_error(query["resolution"])
         end = query.get("to")
         history = bars_history(
             instrument=instrument,
+            stored=target.stored,
             resolution=resolution,
             end=end if end is not None else int(time.time()) + 1,
             start=query.get("from"),
