@@ -96,6 +96,14 @@ def _unconfigured(alice, why: str) -> BrokerAccount:
     return broker_account_create(owner=alice, kind="kite", label="unserved", credentials={"api_key": "K", "api_secret": "S"})
 
 
+@pytest.mark.parametrize("why", ["credential missing", "no adapter"])
+def test_funds_holdings_and_sync_of_an_unconfigured_account_say_so(alice, alice_api, why):
+    account = _unconfigured(alice, why)
+    for method, path in (("get", "funds"), ("get", "holdings"), ("post", "sync")):
+        response = getattr(alice_api, method)(f"/api/v1/accounts/{account.pk}/{path}", format="json")
+        _error(response, 409, "broker_not_configured")
+
+
 def _ws_command(user, frame: dict) -> dict:
     from streams.routing import websocket_urlpatterns
 

@@ -35,7 +35,6 @@ from channels.testing import WebsocketCommunicator
 from django.db import connections
 from websockets.asyncio.client import ClientConnection, connect
 
-from brokers import registry
 from brokers.models import BrokerAccount
 from brokers.services import broker_account_create
 from marketdata.services import instrument_upsert
@@ -44,7 +43,7 @@ from oms.services.send import order_send
 from oms.streams import FundsChannel, OrdersChannel, PositionsChannel
 from streams.asyncapi import document
 from tests.fakes import FakeVenue
-from tests.oms_support import order_spec
+from tests.oms_support import broker_registered, order_spec
 from tests.servers import ServerProcess
 
 
@@ -414,15 +413,11 @@ def venue() -> Iterator[FakeVenue]:
     from config.celery import app
 
     venue = FakeVenue(mode="fill")
-    saved, eager = registry._factories.get("kis"), app.conf.task_always_eager
-    registry.register_broker("kis", venue.broker)
+    eager = app.conf.task_always_eager
     app.conf.task_always_eager = True
-    yield venue
+    with broker_registered("kis", venue.broker):
+        yield venue
     app.conf.task_always_eager = eager
-    if saved is None:
-        registry._factories.pop("kis", None)
-    else:
-        registry._factories["kis"] = saved
 
 
 @pytest.mark.django_db(transaction=True)

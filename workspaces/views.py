@@ -4,7 +4,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from workspaces.selectors import accounts_for_user, active_api_key_count
+from workspaces.selectors import account_rows_for_user, active_api_key_count
 
 
 @login_required
@@ -12,5 +12,5 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "workspaces/home.html",
-        {"accounts": accounts_for_user(user=request.user), "api_key_count": active_api_key_count(user=request.user)},  # type: ignore[arg-type]
+        {"accounts": account_rows_for_user(user=request.user), "api_key_count": active_api_key_count(user=request.user)},  # type: ignore[arg-type]
     )

@@ -33,6 +33,7 @@ from oms.errors import InvalidInput
 from oms.models import Deal, Order, Position, Source
 from oms.services.commands import Command, Outcome, account_for_user, command_for, commands_from_wire, commands_run
 from oms.services.funds import funds_payload
+from oms.services.send import account_check_configured
 from oms.specs import (
     BatchOrdersPayload,
     EmptyPayload,
@@ -368,7 +369,9 @@ class AccountHoldingsView(APIView):
         description="The broker's holdings, asked now. 502 broker_unavailable when the broker does not answer.",
     )
     def get(self, request: Request, pk: int) -> Response:
-        holdings = selectors.account_holdings(account=_account(request, pk))
+        account = _account(request, pk)
+        account_check_configured(account)
+        holdings = selectors.account_holdings(account=account)
         return Response({"results": s.HoldingSerializer(holdings, many=True).data, "next": None})
 
 
@@ -382,7 +385,9 @@ class AccountFundsView(APIView):
         "stream. 502 broker_unavailable when it does not answer.",
     )
     def get(self, request: Request, pk: int) -> Response:
-        funds = funds_payload(_account(request, pk))
+        account = _account(request, pk)
+        account_check_configured(account)
+        funds = funds_payload(account)
         if funds is None:
             raise selectors.BrokerUnavailable()
         return Response(funds)
@@ -398,6 +403,7 @@ class AccountSyncView(APIView):
     def post(self, request: Request, pk: int) -> Response:
         account = _account(request, pk)
         _empty_body(request)
+        account_check_configured(account)
         try:
             from oms.tasks import account_reconcile_task
         except ImportError:

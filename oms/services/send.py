@@ -49,22 +49,26 @@ def account_check_trading(account: BrokerAccount) -> None:
     kill switch, a broker that is not configured, an account not active."""
     if not account.trading_enabled:
         raise TradingDisabled()
+    account_check_configured(account, doing="the order was not accepted")
     status = broker_account_status(account)
-    if status == AccountStatus.NOT_CONFIGURED:
-        raise _not_configured(account)
     if status != AccountStatus.ACTIVE:
         raise Conflict(f"The account is {status}.", code="account_not_active")
 
 
-def _not_configured(account: BrokerAccount) -> BrokerNotConfigured:
+def account_check_configured(account: BrokerAccount, *, doing: str = "nothing was asked of it") -> None:
+    """Refuse (409 ``broker_not_configured``) anything that needs the account's
+    broker when no adapter serves its kind or a required credential is unset,
+    rather than failing later as a broker that did not answer."""
+    if broker_account_status(account) != AccountStatus.NOT_CONFIGURED:
+        return
     if not adapter_registered(account.kind):
-        return BrokerNotConfigured(
-            f"The account's broker is not configured: no adapter serves {account.kind} accounts here; the order was not accepted.",
+        raise BrokerNotConfigured(
+            f"The account's broker is not configured: no adapter serves {account.kind} accounts here; {doing}.",
             fields={"kind": ["No adapter."]},
         )
     missing = account.missing_credentials
-    return BrokerNotConfigured(
-        f"The account's broker is not configured (credentials missing: {', '.join(missing) or 'unknown'}); the order was not accepted.",
+    raise BrokerNotConfigured(
+        f"The account's broker is not configured (credentials missing: {', '.join(missing) or 'unknown'}); {doing}.",
         fields={"credentials": [f"{name} is not set." for name in missing]},
     )
 
@@ -176,10 +180,12 @@ def order_submit_claimed(*, order_id: int, claimed_at: datetime) -> SubmitOutcom
     """Send an order whose claim the caller has just taken (``sent_at`` set
     to ``claimed_at`` by an atomic UPDATE): ``order_submit`` and the sweeper."""
     order = Order.objects.select_related("account").get(pk=order_id)
-    if broker_account_status(order.account) == AccountStatus.NOT_CONFIGURED:
+    try:
+        account_check_configured(order.account, doing="the order was not sent")
+    except BrokerNotConfigured as exc:
         # Accepted before the account lost its adapter or a credential: nothing
         # was sent, and retrying every sweep cannot succeed. Say so on the order.
-        order_apply_result(order_id=order_id, status=OrderStatus.REJECTED, message=_not_configured(order.account).message)
+        order_apply_result(order_id=order_id, status=OrderStatus.REJECTED, message=exc.message)
         return SubmitOutcome(order_id, sent=False)
     try:
         broker = broker_for(order.account)
