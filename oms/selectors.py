@@ -19,7 +19,7 @@ from brokers.base import BrokerError, Holding
 from brokers.models import BrokerAccount
 from brokers.registry import broker_for
 from core.exceptions import DomainError
-from core.filters import IdFilter
+from core.filters import IdFilter, IsoDateTimeFilter
 from oms.errors import NotFound
 from oms.models import FINAL_STATUSES, OPEN_STATUSES, Deal, DealKind, Order, OrderEvent, OrderStatus, Position, PositionStatus, Side
 
@@ -35,12 +35,10 @@ class _AccountListFilter(django_filters.FilterSet):
 
 def _time_range(filterset: type[django_filters.FilterSet], field: str) -> type[django_filters.FilterSet]:
     # ``from`` is a Python keyword, so the two filters are added after the class body.
-    filterset.base_filters["from"] = django_filters.IsoDateTimeFilter(
+    filterset.base_filters["from"] = IsoDateTimeFilter(
         field_name=field, lookup_expr="gte", help_text=f"{field} at or after this ISO 8601 time."
     )
-    filterset.base_filters["to"] = django_filters.IsoDateTimeFilter(
-        field_name=field, lookup_expr="lt", help_text=f"{field} before this ISO 8601 time."
-    )
+    filterset.base_filters["to"] = IsoDateTimeFilter(field_name=field, lookup_expr="lt", help_text=f"{field} before this ISO 8601 time.")
     return filterset
 
 

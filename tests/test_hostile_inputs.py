@@ -151,3 +151,14 @@ def test_a_nul_byte_in_a_body_field_is_refused_and_stores_nothing(alice_api, ali
     _error(alice_api.post("/api/v1/accounts", data=lone_surrogate, content_type="application/json"), 422, "validation_error")
     account.refresh_from_db()
     assert account.label == "paper"
+
+
+@pytest.mark.parametrize("value", ["0268-12-05T01:03:09-18:54", "2026-01-01T00:00:00+23:59"])
+def test_a_time_filter_with_an_offset_postgresql_cannot_store_is_compared_in_utc(alice_api, value):
+    # Found by schemathesis: a 500 on PostgreSQL ("time zone displacement out of range").
+    response = alice_api.get("/api/v1/oms/orders/history", {"to": value})
+    assert response.status_code == 200, response.content[:300]
+
+
+def test_a_time_filter_that_leaves_the_calendar_in_utc_is_422(alice_api):
+    _error(alice_api.get("/api/v1/oms/deals", {"from": "0001-01-01T00:00:00+18:00"}), 422, "validation_error")

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
@@ -42,6 +43,9 @@ def run(scenario: Any) -> Any:
             return await asyncio.wait_for(scenario, 60)
         finally:
             await database_sync_to_async(connections.close_all)()
+            layer = get_channel_layer()
+            if hasattr(layer, "close_pools"):  # channels-redis: pools belong to this loop
+                await layer.close_pools()
 
     return asyncio.run(main())
 
@@ -71,6 +75,7 @@ async def _closed_with(comm: WebsocketCommunicator) -> tuple[list[dict[str, Any]
     while True:
         message = await comm.receive_output(timeout=max(0.01, deadline - time.monotonic()))
         if message["type"] == "websocket.close":
+            await comm.disconnect()  # let the consumer finish before the loop ends
             return frames, message.get("code")
         frame = json.loads(message["text"])
         if frame["type"] != "ping":

@@ -14,6 +14,7 @@ from brokers.paper.book import MARGIN_PRODUCT_TYPES, FundsView, Order
 from brokers.paper.models import LedgerEntryKind, PaperFill, PaperLedgerEntry, PaperOrder, PaperPosition
 from brokers.paper.services import engine_rates_refresh, paper_account_lock
 from brokers.paper.store import book_load, order_from_row
+from core.filters import IsoDateTimeFilter
 from marketdata.models import Instrument
 from marketdata.quotes import quotes_get
 
@@ -125,9 +126,9 @@ class LedgerFilter(django_filters.FilterSet):
 
 
 # ``from`` is a Python keyword, so the two filters are added after the class body.
-LedgerFilter.base_filters["from"] = django_filters.IsoDateTimeFilter(
+LedgerFilter.base_filters["from"] = IsoDateTimeFilter(
     field_name="created_at", lookup_expr="gte", help_text="created_at at or after this ISO 8601 time."
 )
-LedgerFilter.base_filters["to"] = django_filters.IsoDateTimeFilter(
+LedgerFilter.base_filters["to"] = IsoDateTimeFilter(
     field_name="created_at", lookup_expr="lt", help_text="created_at before this ISO 8601 time."
 )
