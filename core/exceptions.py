@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import OperationalError as DatabaseOperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -84,6 +85,31 @@ class Conflict(DomainError):
     default_message = "The request conflicts with the current state."
 
 
+class DatabaseBusy(DomainError):
+    """Every pooled database connection stayed taken for ``DB_POOL_TIMEOUT``
+    seconds: the server is saturated, not broken, so the client may retry."""
+
+    status_code = 503
+    code = "service_unavailable"
+    default_message = "The server is busy; retry after the time in Retry-After."
+    permanent = False
+
+
+DATABASE_BUSY_RETRY_AFTER = 1  # seconds
+
+
+def _is_pool_timeout(exc: Exception) -> bool:
+    """Django wraps the pool's ``PoolTimeout`` (a psycopg ``OperationalError``)
+    in its own ``OperationalError``; the pool's is the cause."""
+    if not isinstance(exc, DatabaseOperationalError):
+        return False
+    try:
+        from psycopg_pool import PoolTimeout
+    except ImportError:  # pragma: no cover - the embedded default has no pool
+        return False
+    return isinstance(exc.__cause__, PoolTimeout)
+
+
 def error_body(code: str, message: str, fields: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return {
         "error": {
@@ -129,6 +155,9 @@ _DRF_CODES: dict[type[drf.APIException], tuple[int, str]] = {
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF ``EXCEPTION_HANDLER``: every failure in the project's error shape."""
     headers: dict[str, str] = {}
+    if _is_pool_timeout(exc):
+        logger.warning("no pooled database connection within DB_POOL_TIMEOUT: answering 503")
+        exc = DatabaseBusy(retry_after=DATABASE_BUSY_RETRY_AFTER)
     if isinstance(exc, DomainError):
         if exc.retry_after is not None:
             headers["Retry-After"] = str(exc.retry_after)

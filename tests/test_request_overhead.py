@@ -116,3 +116,46 @@ def test_publishes_from_many_threads_reuse_one_redis_connection(settings, tmp_pa
                 await layer.close_pools()
 
         assert asyncio.run(drain()) == list(range(200))
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL mode only")
+@pytest.mark.skipif(not connection.settings_dict.get("OPTIONS", {}).get("pool"), reason="the connection pool is off")
+def test_a_request_that_waits_past_the_pool_timeout_gets_503_with_retry_after(alice_key):
+    from rest_framework.test import APIClient
+
+    options = connection.settings_dict["OPTIONS"]
+    saved = options["pool"]
+    connection.close()
+    connection.close_pool()  # a new pool of one connection, taken by another thread
+    options["pool"] = {"min_size": 1, "max_size": 1, "timeout": 0.2}
+    taken, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        from django.db import connection as thread_connection
+
+        thread_connection.ensure_connection()
+        taken.set()
+        release.wait(10)
+        thread_connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert taken.wait(10)
+        client = APIClient()
+        client.credentials(HTTP_X_API_KEY=alice_key)
+        response = client.get("/api/v1/me")
+        assert response.status_code == 503
+        assert response["Retry-After"] == "1"
+        error = response.json()["error"]
+        assert error["code"] == "service_unavailable" and error["request_id"] == response["X-Request-ID"]
+    finally:
+        release.set()
+        holder.join(10)
+        connection.close()
+        connection.close_pool()
+        options["pool"] = saved
+    # The pool back to its size: the same request is answered.
+    assert client.get("/api/v1/me").status_code == 200
