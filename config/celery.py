@@ -2,7 +2,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_postrun
+from celery.signals import task_postrun, worker_ready, worker_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -21,3 +21,18 @@ def return_database_connections(sender: Any = None, **kwargs: Any) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@worker_ready.connect
+def start_heartbeat(sender: Any = None, **kwargs: Any) -> None:
+    """Tell /api/v1/health and /metrics this worker consumes the broker."""
+    from core.workers import heartbeat_start
+
+    heartbeat_start(hostname=getattr(sender, "hostname", None) or "celery")
+
+
+@worker_shutdown.connect
+def stop_heartbeat(**kwargs: Any) -> None:
+    from core.workers import heartbeat_stop
+
+    heartbeat_stop()

@@ -195,6 +195,13 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
 CELERY_TIMEZONE = "UTC"
+# Worker liveness for /api/v1/health and /metrics: each worker writes a
+# heartbeat into the broker's Redis every WORKER_HEARTBEAT_INTERVAL seconds; a
+# worker silent for WORKER_HEARTBEAT_STALE_AFTER seconds counts as missing.
+# Health reads the heartbeats at most once per HEALTH_CACHE_SECONDS per process.
+WORKER_HEARTBEAT_INTERVAL = env.float("WORKER_HEARTBEAT_INTERVAL", default=5.0)
+WORKER_HEARTBEAT_STALE_AFTER = env.float("WORKER_HEARTBEAT_STALE_AFTER", default=30.0)
+HEALTH_CACHE_SECONDS = env.float("HEALTH_CACHE_SECONDS", default=2.0)
 # Celery's Django fix-up closes every connection before and after each task
 # (in prefork children the whole pool too), so a worker connected anew per task.
 # It does that only every this many tasks now; config/celery.py hands the

@@ -1,10 +1,14 @@
-"""Readiness checks: each returns None when healthy or a short reason."""
+"""Readiness checks (each returns None when healthy or a short reason) and the
+pipeline checks of /api/v1/health (workers, and what apps register)."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -86,3 +90,51 @@ def readiness() -> dict[str, dict[str, str]]:
         problem = check()
         results[name] = {"status": "ok"} if problem is None else {"status": "fail", "detail": problem}
     return results
+
+
+# --- pipeline health (/api/v1/health, /metrics) --------------------------------------------------
+# Unlike readiness, these speak for the whole deployment (is anyone sending the
+# orders this API accepts?), so /health reports them and /health/ready ignores them.
+
+PIPELINE_CHECKS: dict[str, Callable[[], dict[str, Any]]] = {}
+_pipeline_lock = threading.Lock()
+_pipeline_cached: tuple[float, dict[str, dict[str, Any]]] | None = None
+
+
+def register_pipeline_check(name: str, check: Callable[[], dict[str, Any]]) -> None:
+    """An app's check: returns a dict with a ``status`` ("ok" when healthy)."""
+    PIPELINE_CHECKS[name] = check
+
+
+def _run_pipeline_checks() -> dict[str, dict[str, Any]]:
+    from core.workers import workers_status
+
+    results: dict[str, dict[str, Any]] = {"workers": workers_status()}
+    for name, check in PIPELINE_CHECKS.items():
+        try:
+            results[name] = check()
+        except Exception as exc:  # health answers even when a dependency does not
+            results[name] = {"status": "unknown", "detail": f"unreachable: {type(exc).__name__}"}
+    return results
+
+
+def pipeline_health() -> dict[str, dict[str, Any]]:
+    """The pipeline checks, reused for ``HEALTH_CACHE_SECONDS`` in this process
+    so that probes and scrapes stay a dictionary read."""
+    global _pipeline_cached
+    with _pipeline_lock:
+        now = time.monotonic()
+        if _pipeline_cached is None or now - _pipeline_cached[0] >= settings.HEALTH_CACHE_SECONDS:
+            _pipeline_cached = (now, _run_pipeline_checks())
+        return _pipeline_cached[1]
+
+
+def pipeline_health_clear() -> None:
+    global _pipeline_cached
+    with _pipeline_lock:
+        _pipeline_cached = None
+
+
+def pipeline_degraded(checks: dict[str, dict[str, Any]]) -> list[str]:
+    """Names of the checks that are not ok (``unknown`` included: health does not claim what it cannot see)."""
+    return sorted(name for name, result in checks.items() if result.get("status") != "ok")

@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.exceptions import error_body, json_error_response
-from core.health import readiness
+from core.health import pipeline_degraded, pipeline_health, readiness
 
 API_VERSIONS = ["v1"]
 
@@ -31,15 +31,30 @@ class PublicView(APIView):
 
 
 class HealthView(PublicView):
+    """The deployment's health: ``degraded`` (still 200) when accepted orders
+    would not be sent, naming what is missing. A load balancer reads
+    ``/health/ready`` instead, which is only about this process."""
+
     @extend_schema(
         responses=inline_serializer(
             "Health",
-            {"status": serializers.CharField(), "version": serializers.CharField(), "git_revision": serializers.CharField(allow_null=True)},
+            {
+                "status": serializers.ChoiceField(choices=["ok", "degraded"]),
+                "version": serializers.CharField(),
+                "git_revision": serializers.CharField(allow_null=True),
+                "degraded": serializers.ListField(child=serializers.CharField(), help_text="The checks that are not ok."),
+                "checks": serializers.DictField(
+                    help_text="workers: status (ok, missing, unknown), alive, missing workers with their last heartbeat age; "
+                    "order_pipeline: unsent_orders, oldest_unsent_order_age_seconds."
+                ),
+            },
         ),
         operation_id="health",
     )
     def get(self, request: Request) -> Response:
-        return Response({"status": "ok", **_version_body()})
+        checks = pipeline_health()
+        degraded = pipeline_degraded(checks)
+        return Response({"status": "degraded" if degraded else "ok", **_version_body(), "degraded": degraded, "checks": checks})
 
 
 class LiveView(PublicView):

@@ -1,3 +1,5 @@
+import contextlib
+
 from django.apps import AppConfig
 
 
@@ -6,8 +8,12 @@ class OmsConfig(AppConfig):
     verbose_name = "Orders, deals and positions"
 
     def ready(self) -> None:
+        from prometheus_client import REGISTRY
+
         from brokers.registry import register_sinks
+        from core.health import register_pipeline_check
         from marketdata.api import register_marks_provider
+        from oms.health import OrderPipelineCollector, order_pipeline_check
         from oms.loops import register_loops
         from oms.selectors import fills_marks
         from oms.services.fills import fills_apply
@@ -27,3 +33,7 @@ class OmsConfig(AppConfig):
         register_command_handler(ws_command, message_schema=command_message_schema)
         # marketdata must not import the OMS: the datafeed asks this provider for the user's fills.
         register_marks_provider(fills_marks)
+        register_pipeline_check("order_pipeline", order_pipeline_check)
+        # ValueError: registered already (ready() runs twice in some test set-ups).
+        with contextlib.suppress(ValueError):
+            REGISTRY.register(OrderPipelineCollector())

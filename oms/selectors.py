@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import django_filters
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, Min, Prefetch, QuerySet
 
 from accounts.models import User
 from brokers.base import BrokerError, Holding
@@ -130,6 +130,17 @@ def order_detail(*, user: User, order_id: int) -> Order:
     if order is None:
         raise NotFound("No such order.")
     return order
+
+
+# --- operations -------------------------------------------------------------------------------
+
+
+def orders_unsent_summary() -> tuple[int, datetime | None]:
+    """Across all users, for health and metrics: how many accepted orders wait
+    for their send (``pending_new``, never sent) and when the oldest was created.
+    One aggregate over the (status, created_at) index."""
+    row = Order.objects.filter(status=OrderStatus.PENDING_NEW, sent_at__isnull=True).aggregate(count=Count("id"), oldest=Min("created_at"))
+    return row["count"], row["oldest"]
 
 
 # --- broker reads ------------------------------------------------------------------------------

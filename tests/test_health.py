@@ -11,8 +11,14 @@ from tests.servers import closed_port, run_daphne
 CHECKS = {"database", "cache", "channel_layer", "celery_broker"}
 
 
+@pytest.mark.django_db
 @pytest.mark.parametrize("path", ["/api/v1/health", "/api/v1/health/"])
-def test_health_is_public_and_carries_the_version(api, path):
+def test_health_is_public_and_carries_the_version(api, path, settings):
+    # Tasks in this process: a worker is alive (tests/test_health_pipeline.py covers none).
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    from core.health import pipeline_health_clear
+
+    pipeline_health_clear()
     response = api.get(path)
     assert response.status_code == 200
     body = response.json()
