@@ -215,7 +215,8 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
     if parts is None:
         return None
     prefix, secret = parts
-    api_key = ApiKey.objects.select_related("user").filter(prefix=prefix).first()
+    # The prefix is unique: no ORDER BY (``first()`` would add one); key and user in one query.
+    api_key = next(iter(ApiKey.objects.select_related("user").filter(prefix=prefix)[:1]), None)
     if api_key is None or not hmac.compare_digest(api_key.secret_hash, hash_secret(secret)):
         return None
     if not api_key.is_active or not api_key.user.is_active:

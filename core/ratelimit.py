@@ -72,8 +72,10 @@ def rate_count(key: str) -> Hit:
     key = KEY_PREFIX + key
     if settings.REDIS_URL:
         client, _ = _redis()
-        with client.pipeline(transaction=False) as pipe:
-            count, ttl_ms = pipe.get(key).pttl(key).execute()
+        count = client.get(key)
+        if not count:  # no window open (every request with a good key): one GET
+            return Hit(count=0, retry_after=1)
+        ttl_ms = client.pttl(key)
         return Hit(count=int(count or 0), retry_after=_seconds(int(ttl_ms) / 1000 if ttl_ms and int(ttl_ms) > 0 else 1))
     ends = cache.get(key + ":ends")
     return Hit(count=int(cache.get(key) or 0), retry_after=_seconds(ends - time.time() if ends else 1))

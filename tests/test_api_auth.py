@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.utils import timezone
@@ -29,6 +29,28 @@ def _error_code(response) -> str:
     assert set(body) == {"error"}
     assert set(body["error"]) == {"code", "message", "fields", "request_id"}
     return body["error"]["code"]
+
+
+def test_me_with_an_api_key_costs_one_query_for_key_and_user(alice_api, alice, django_assert_num_queries):
+    with django_assert_num_queries(2):  # the key and its user; the first use records last_used_at
+        first = alice_api.get("/api/v1/me")
+    with django_assert_num_queries(1):  # within API_KEY_LAST_USED_RESOLUTION: the key and its user only
+        again = alice_api.get("/api/v1/me")
+    assert first.status_code == again.status_code == 200
+    assert (
+        first.json()
+        == again.json()
+        == {
+            "id": alice.pk,
+            "email": alice.email,
+            "first_name": alice.first_name,
+            "last_name": alice.last_name,
+            "is_staff": False,
+            "date_joined": again.json()["date_joined"],
+        }
+    )
+    assert datetime.fromisoformat(again.json()["date_joined"]) == alice.date_joined
+    assert ApiKey.objects.get(user=alice).last_used_at is not None
 
 
 def test_anonymous_request_is_refused_with_401_in_the_error_shape(api):

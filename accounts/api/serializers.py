@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import copy
+from typing import Any, ClassVar
+
 from rest_framework import serializers
 
 from accounts.models import ApiKey, ApiKeyScope, User
@@ -7,6 +10,17 @@ from core.serializers import StrictSerializer
 
 
 class MeSerializer(serializers.ModelSerializer):
+    # Answered on every GET /me: the fields DRF derives from the model are built
+    # once per process and copied per use (as DRF copies declared fields),
+    # instead of being introspected from the model on every request.
+    _model_fields: ClassVar[dict[str, Any] | None] = None
+
+    def get_fields(self) -> dict[str, Any]:
+        cls = type(self)
+        if cls._model_fields is None:
+            cls._model_fields = super().get_fields()
+        return copy.deepcopy(cls._model_fields)
+
     class Meta:
         model = User
         fields = ["id", "email", "first_name", "last_name", "is_staff", "date_joined"]
