@@ -64,7 +64,8 @@ def daily_bars_refresh(*, instrument_id: int, tz_name: str, session: str, days: 
     with no minute loses its row). Call inside the transaction that wrote them."""
     adapt = connection.ops.adapt_datetimefield_value
     tz = zone(tz_name)
-    with transaction.atomic(), connection.cursor() as cursor:
+    # No savepoint: the caller's transaction holds the minutes and their days.
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         for day in sorted(set(days)):
             found = trading_day(day, tz_name, session)
             if found is None:
