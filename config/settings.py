@@ -338,6 +338,7 @@ SPECTACULAR_SETTINGS = {
         "BrokerKindEnum": "brokers.models.BrokerKind",
         "SideEnum": "oms.models.Side",
         "OrderStatusEnum": "oms.models.OrderStatus",
+        "HealthStatusEnum": ["ok", "degraded"],
     },
     # core/urls.py: ids a 64-bit column holds; text that can be stored.
     "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}, "textpath": str},
