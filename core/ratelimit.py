@@ -9,8 +9,10 @@ history, as DRF's cache throttle keeps, lets a burst through).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import threading
 import time
 from dataclasses import dataclass
 
@@ -28,11 +30,38 @@ local count = redis.call('INCR', KEYS[1])
 return {count, redis.call('PTTL', KEYS[1])}
 """
 
+# The same window, taking ``amount`` hits at once or none: a take that would
+# pass ``limit`` leaves the count as it was (a refused batch is not counted).
+_TAKE_SCRIPT = """
+redis.call('SET', KEYS[1], 0, 'EX', ARGV[1], 'NX')
+local count = tonumber(redis.call('GET', KEYS[1]))
+local taken = 0
+if count + tonumber(ARGV[2]) <= tonumber(ARGV[3]) then
+  count = redis.call('INCRBY', KEYS[1], ARGV[2])
+  taken = 1
+end
+return {taken, count, redis.call('PTTL', KEYS[1])}
+"""
+
+# Give back what a take counted for work that did not happen; a window that
+# has ended is left alone (DECRBY would recreate the key without an expiry).
+_GIVE_BACK_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.call('DECRBY', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+# The embedded default's local-memory cache makes each call atomic, not a
+# read-then-increment: takes in this process are serialized here.
+_local_take_lock = threading.Lock()
+
 
 @dataclass(frozen=True)
 class Hit:
     count: int  # hits in the current window, this one included
     retry_after: int  # whole seconds until the window ends (at least 1)
+    taken: bool = True  # False: ``rate_take`` refused and counted nothing
 
 
 @functools.cache
@@ -41,6 +70,12 @@ def _redis():  # type: ignore[no-untyped-def]
 
     client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
     return client, client.register_script(_HIT_SCRIPT)
+
+
+@functools.cache
+def _redis_take_scripts():  # type: ignore[no-untyped-def]
+    client, _ = _redis()
+    return client.register_script(_TAKE_SCRIPT), client.register_script(_GIVE_BACK_SCRIPT)
 
 
 def _seconds(value: float) -> int:
@@ -65,6 +100,44 @@ def rate_hit(key: str, period: int) -> Hit:
         ends = cache.get(ends_key)
         return Hit(count=count, retry_after=_seconds(ends - time.time() if ends else period))
     raise RuntimeError("rate counter kept expiring")  # pragma: no cover - needs a sub-millisecond period
+
+
+def rate_take(key: str, period: int, *, amount: int, limit: int) -> Hit:
+    """Count ``amount`` hits on ``key`` at once if the window's count stays
+    within ``limit``; otherwise count nothing and answer ``taken=False``."""
+    key = KEY_PREFIX + key
+    if settings.REDIS_URL:
+        take, _ = _redis_take_scripts()
+        taken, count, ttl_ms = take(keys=[key], args=[period, amount, limit])
+        retry_after = _seconds(int(ttl_ms) / 1000 if int(ttl_ms) > 0 else period)
+        return Hit(count=int(count), retry_after=retry_after, taken=bool(taken))
+    ends_key = key + ":ends"
+    with _local_take_lock:
+        if cache.add(key, 0, period):
+            cache.set(ends_key, time.time() + period, period)
+        count = int(cache.get(key) or 0)
+        ends = cache.get(ends_key)
+        retry_after = _seconds(ends - time.time() if ends else period)
+        if count + amount > limit:
+            return Hit(count=count, retry_after=retry_after, taken=False)
+        try:
+            count = cache.incr(key, amount)
+        except ValueError:  # expired since the read: a new window
+            cache.set(key, amount, period)
+            cache.set(ends_key, time.time() + period, period)
+            count = amount
+        return Hit(count=count, retry_after=retry_after)
+
+
+def rate_give_back(key: str, amount: int) -> None:
+    """Undo a ``rate_take`` of ``amount`` whose work failed, if its window is still open."""
+    key = KEY_PREFIX + key
+    if settings.REDIS_URL:
+        _, give_back = _redis_take_scripts()
+        give_back(keys=[key], args=[amount])
+        return
+    with _local_take_lock, contextlib.suppress(ValueError):  # ValueError: the window has ended
+        cache.decr(key, amount)
 
 
 def rate_count(key: str) -> Hit:

@@ -506,7 +506,7 @@ def test_orders_per_second_limit(account, venue, settings):
     send(account)
     with pytest.raises(RiskRejected) as refused:
         send(account)
-    assert refused.value.code == "rate_limited"
+    assert refused.value.code == "order_rate_limited" and refused.value.status_code == 429
     assert Order.objects.count() == 2
 
 

@@ -36,6 +36,7 @@ from oms.models import Order, OrderEvent, OrderStatus
 from oms.services.enqueue import enqueue_submit
 from oms.services.funds import funds_buying_power
 from oms.services.lifecycle import order_apply_ack, order_apply_result
+from oms.services.order_rate import OrderRateTake, order_rate_check_size, order_rate_give_back, order_rate_take
 from oms.services.positions import order_opening_qty, order_position_check
 from oms.services.tx import AccountTx
 from oms.services.validation import risk_check
@@ -130,11 +131,19 @@ def _orders_write(*, account: BrokerAccount, specs: list[OrderSpec], actor: User
     for spec in specs:
         opening = spec.qty if buying_power is None else order_opening_qty(account, spec)
         risk_check(account=account, spec=spec, buying_power=buying_power, opening_qty=opening)
-    with AccountTx(account.pk) as tx:
-        account_check_trading(tx.account)  # the kill switch may have flipped meanwhile
-        orders = [order_create(tx, spec, actor=actor, source=source) for spec in specs]
-        ids = [o.pk for o in orders]
-        tx.on_commit(lambda: enqueue_submit(ids))
+    order_rate_check_size(count=len(specs))
+    taken: OrderRateTake | None = None
+    try:
+        with AccountTx(account.pk) as tx:
+            account_check_trading(tx.account)  # the kill switch may have flipped meanwhile
+            orders = [order_create(tx, spec, actor=actor, source=source) for spec in specs]
+            # Counted last, under the account lock: a refusal rolls the orders back.
+            taken = order_rate_take(account_id=account.pk, amount=len(orders), at=orders[0].created_at)
+            ids = [o.pk for o in orders]
+            tx.on_commit(lambda: enqueue_submit(ids))
+    except BaseException:
+        order_rate_give_back(taken)  # counted, then the commit failed
+        raise
     return orders
 
 

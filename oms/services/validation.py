@@ -3,18 +3,16 @@ written. Its shape and the instrument's rules are the spec's (``oms.specs``)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.utils import timezone
 
 from brokers.models import BrokerAccount
 from core.money import money_quantize
 from marketdata.fx import fx_convert
 from marketdata.quotes import quote_get
 from oms.errors import RiskRejected
-from oms.models import Order, Side
+from oms.models import Side
 from oms.services.funds import BuyingPower
 from oms.specs import OrderSpec
 
@@ -83,8 +81,3 @@ def risk_check(
                     code="insufficient_buying_power",
                     fields={"qty": ["Not enough buying power."]},
                 )
-    per_second = int(limits["MAX_ORDERS_PER_SECOND"])
-    if per_second:
-        recent = Order.objects.filter(account=account, created_at__gte=timezone.now() - timedelta(seconds=1)).count()
-        if recent >= per_second:
-            raise RiskRejected(f"More than {per_second} orders per second.", code="rate_limited")
