@@ -39,6 +39,28 @@ def _fresh_auth_failure_window():
             rate_reset(f"auth_failures:{address}")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_order_rate_windows():
+    """Account ids come back after a rollback (SQLite): one test's orders must
+    not fill the next one's per-second order counter."""
+    yield
+    from django.conf import settings
+    from django.core.cache import cache
+
+    from core.ratelimit import KEY_PREFIX
+
+    pattern = KEY_PREFIX + "orders:"
+    with contextlib.suppress(Exception):  # a test that stopped Redis
+        if settings.REDIS_URL:
+            import redis
+
+            with redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2) as client:
+                for key in client.scan_iter(match=pattern + "*", count=500):
+                    client.delete(key)
+        else:
+            cache.delete_many([key.split(":", 2)[2] for key in list(cache._cache) if pattern in key])
+
+
 @pytest.fixture
 def alice(db):
     from accounts.services import user_create
