@@ -21,6 +21,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from brokers.base import BrokerUnavailable, Capabilities
 from brokers.models import REQUIRED_CREDENTIALS, BrokerAccount
 from brokers.services import broker_account_create
 from marketdata.quotes import quote_store
@@ -31,7 +32,7 @@ from oms.payloads import deal_payload, order_payload, position_payload
 from oms.services.commands import command_for, fingerprint
 from oms.services.send import order_submit
 from tests.fakes import FakeVenue
-from tests.oms_support import venue_registered
+from tests.oms_support import broker_registered, venue_registered
 
 pytestmark = pytest.mark.django_db
 
@@ -634,9 +635,19 @@ def test_funds_and_holdings_come_from_the_broker(api, account):
 
 
 def test_funds_and_holdings_answer_502_when_the_broker_is_unavailable(api, alice):
-    offline = make_account(alice, kind="kite", label="no adapter here")
-    error(api.get(f"/api/v1/accounts/{offline.pk}/funds"), 502, "broker_unavailable")
-    error(api.get(f"/api/v1/accounts/{offline.pk}/holdings"), 502, "broker_unavailable")
+    class OfflineBroker:
+        capabilities = Capabilities()
+
+        def funds(self) -> Any:
+            raise BrokerUnavailable("Connection refused (fake).")
+
+        def holdings(self) -> Any:
+            raise BrokerUnavailable("Connection refused (fake).")
+
+    offline = make_account(alice, kind="kite", label="broker down")
+    with broker_registered("kite", lambda account: OfflineBroker()):
+        error(api.get(f"/api/v1/accounts/{offline.pk}/funds"), 502, "broker_unavailable")
+        error(api.get(f"/api/v1/accounts/{offline.pk}/holdings"), 502, "broker_unavailable")
 
 
 def test_sync_queues_the_reconciliation(api, account, monkeypatch):
