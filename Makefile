@@ -16,7 +16,7 @@ REQUIREMENTS := requirements/base.txt requirements/dev.txt
 
 WEB_HOST ?= 127.0.0.1
 PORT ?= 8000
-MYPY_PATHS ?= accounts/services.py accounts/revocation.py accounts/schema.py brokers/services.py brokers/crypto.py brokers/base.py brokers/registry.py brokers/paper/ core/ workspaces/services.py marketdata/services.py marketdata/selectors.py marketdata/dailybars.py marketdata/instrument_cache.py marketdata/simulation.py marketdata/streaming.py marketdata/feeds/ marketdata/fx.py oms/services/ oms/specs/ oms/health.py streams/delivery.py
+MYPY_PATHS ?= accounts/services.py accounts/revocation.py accounts/schema.py brokers/services.py brokers/crypto.py brokers/base.py brokers/registry.py brokers/paper/ core/ workspaces/services.py marketdata/services.py marketdata/selectors.py marketdata/dailybars.py marketdata/instrument_cache.py marketdata/simulation.py marketdata/streaming.py marketdata/feeds/ marketdata/fx.py oms/services/ oms/specs/ oms/health.py streams/delivery.py streams/hub.py streams/subscribers.py
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help

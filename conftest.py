@@ -61,6 +61,16 @@ def _fresh_order_rate_windows():
             cache.delete_many([key.split(":", 2)[2] for key in list(cache._cache) if pattern in key])
 
 
+@pytest.fixture(autouse=True)
+def _no_stream_subscribers():
+    """Subscriber counts are per process: one test's subscriptions must not
+    make the next one's producers publish."""
+    yield
+    from streams.subscribers import subscribers_forget
+
+    subscribers_forget()
+
+
 @pytest.fixture
 def alice(db):
     from accounts.services import user_create

@@ -374,6 +374,12 @@ WS_MARKET_FLUSH_INTERVAL = env.float("WS_MARKET_FLUSH_INTERVAL", default=0.05)
 WS_ALLOWED_ORIGINS = env.list("WS_ALLOWED_ORIGINS", default=[])
 # An account-channel update ahead of its turn waits this long for the missing one.
 WS_GAP_TIMEOUT = env.float("WS_GAP_TIMEOUT", default=0.5)
+# Frames waiting to be written to one client; a client this far behind is closed.
+WS_SEND_QUEUE = env.int("WS_SEND_QUEUE", default=1000)
+# Subscriber registry (streams.subscribers): a process's entry expires this many
+# seconds after its last refresh; refreshed (rewritten whole) every SUBSCRIBERS_REFRESH.
+SUBSCRIBERS_TTL = env.float("SUBSCRIBERS_TTL", default=30.0)
+SUBSCRIBERS_REFRESH = env.float("SUBSCRIBERS_REFRESH", default=5.0)
 SYSTEM_STATUS_INTERVAL = env.float("SYSTEM_STATUS_INTERVAL", default=5.0)
 
 # --- I18N / static -------------------------------------------------------------------

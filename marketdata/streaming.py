@@ -1,8 +1,9 @@
 """Live market streams: ``quotes:<symbol>`` and ``bars:<symbol>:<resolution>``.
 
 Only channels with subscribers are computed and sent: the gateway tells the
-handlers who subscribes, and the counts live in the cache (Redis in
-production) so the ``marketdata`` process sees the web processes' clients.
+handlers who subscribes, and ``streams.subscribers`` counts them per process
+(in Redis in production, so the ``marketdata`` process sees the web
+processes' clients).
 Quotes are throttled per symbol (at most one update per
 ``QUOTE_THROTTLE_INTERVAL``, always the latest); bars are published every
 ``BAR_BROADCASTER_INTERVAL`` when they changed. Counters ``broadcasts_sent``,
@@ -36,11 +37,10 @@ from marketdata.types import Bar as BarData
 from marketdata.types import Quote, normalize_resolution
 from streams.publish import publish
 from streams.registry import ChannelHandler
+from streams.subscribers import subscriber_add, subscriber_totals
 
 logger = logging.getLogger(__name__)
 
-_SUBS_PREFIX = "md:subs:"
-_SUBS_INDEX = "md:subs:index"
 _COUNTERS = ("broadcasts_sent", "broadcasts_skipped", "errors")
 _COUNTER_PREFIX = "md:stat:"
 
@@ -48,38 +48,17 @@ _COUNTER_PREFIX = "md:stat:"
 # --- subscriber counts ---------------------------------------------------------------
 
 
-def _subs_key(channel: str) -> str:
-    return _SUBS_PREFIX + channel
-
-
 def subscribers_add(channel: str, delta: int) -> None:
-    key = _subs_key(channel)
-    try:
-        if delta > 0:
-            cache.add(key, 0, timeout=None)
-            cache.incr(key, delta)
-            index = cache.get(_SUBS_INDEX) or set()
-            if channel not in index:
-                # A set of channel names; a lost race only re-adds a name.
-                cache.set(_SUBS_INDEX, index | {channel}, timeout=None)
-        else:
-            if cache.get(key, 0) > 0:
-                cache.decr(key, -delta)
-    except ValueError:
-        pass  # the key expired or was flushed between add and incr
-    except Exception:
-        logger.warning("subscriber count for %s not updated", channel, exc_info=True)
+    subscriber_add(channel, delta)
 
 
 def subscriber_counts(channels: list[str]) -> dict[str, int]:
-    found = cache.get_many([_subs_key(c) for c in channels])
-    return {c: max(int(found.get(_subs_key(c), 0)), 0) for c in channels}
+    totals = subscriber_totals()
+    return {c: totals.get(c, 0) for c in channels}
 
 
 def subscribed_channels(prefix: str) -> dict[str, int]:
-    index = cache.get(_SUBS_INDEX) or set()
-    names = sorted(c for c in index if c.startswith(prefix))
-    return {c: n for c, n in subscriber_counts(names).items() if n > 0}
+    return dict(sorted(subscriber_totals(prefix).items()))
 
 
 # --- counters --------------------------------------------------------------------------

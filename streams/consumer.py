@@ -8,6 +8,7 @@ apps register (``streams.registry``), commands in the OMS services.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -31,7 +32,7 @@ from core.exceptions import DomainError, error_body
 from streams import frames
 from streams.delivery import Delivery, delivery_for
 from streams.frames import CLOSE_FORBIDDEN_ORIGIN, CLOSE_PONG_TIMEOUT, CLOSE_UNAUTHENTICATED, StreamEvent
-from streams.publish import group_for
+from streams.hub import Hub, hub_for
 from streams.registry import ChannelHandler, command_handler, handler_for
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,14 @@ def _new_subscription(channel: str, handler: ChannelHandler, *, counted: bool) -
         gap_timeout=settings.WS_GAP_TIMEOUT,
     )
     return Subscription(channel=channel, handler=handler, delivery=delivery, counted=counted)
+
+
+@dataclass(frozen=True)
+class _Close:
+    """Queued after the frames that must reach the client before the close."""
+
+    code: int
+    reason: str | None
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -107,7 +116,10 @@ def _origin_allowed(origin: str, host: str, scheme: str = "http") -> bool:
 class GatewayConsumer(AsyncWebsocketConsumer):
     user: User | None
     api_key: ApiKey | None
+    hub: Hub
     layer_down = False
+    closed = False
+    writer: asyncio.Task | None = None
 
     async def __call__(self, scope, receive, send):  # type: ignore[no-untyped-def]
         """channels' AsyncConsumer.__call__, with a channel-layer receive that
@@ -116,6 +128,11 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.channel_name = await self.channel_layer.new_channel()
         self._layer_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+        self.hub = hub_for(self.channel_layer)
+        # Frames for this socket, written by one task (self._write_forever): a
+        # slow reader holds up only its own queue, and is closed once it is full.
+        self.outbox: collections.deque[str | _Close] = collections.deque()
+        self.outbox_ready = asyncio.Event()
         self.base_send = send
         with contextlib.suppress(StopConsumer):
             await await_many_dispatch([receive, self._resilient_receive], self.dispatch)
@@ -129,36 +146,28 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             except asyncio.CancelledError:
                 raise
             except Exception:
+                if (task := asyncio.current_task()) is not None and task.cancelling():
+                    raise asyncio.CancelledError from None  # the layer turned our cancel into its own error
                 failures += 1
                 if failures == 1 and not self.layer_down:
                     continue  # one failed read (a timeout) is not an outage: read again at once
                 if not self.layer_down:
-                    self.layer_down = True
                     logger.warning("channel layer receive failed; updates paused", exc_info=True)
-                    await self.send_error(
-                        None,
-                        "stream_unavailable",
-                        "Live updates are interrupted (the stream service is unavailable); they resume by themselves.",
-                    )
+                    self.hub_down()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
             await self._recover_layer()
 
     async def _recover_layer(self) -> None:
-        """Once the layer answers again: re-join every group (a restarted
-        Redis has forgotten them) and send fresh snapshots, since updates
-        published meanwhile are lost."""
+        """Once the layer answers again: re-join this socket's own groups (a
+        restarted Redis has forgotten them). The hub re-joins the channels'
+        groups and asks for fresh snapshots (``hub_back``)."""
         try:
             for group in list(self.groups_joined):
                 await self.channel_layer.group_add(group, self.channel_name)
         except Exception:
             return  # still down
-        if not self.layer_down:
-            return
         self.layer_down = False
-        logger.info("channel layer back; resending snapshots")
-        for channel in list(self.subs):
-            await self._resnapshot(channel)
 
     async def connect(self) -> None:
         self.user = None
@@ -195,8 +204,11 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         self.closed = True
         for task in self.tasks:
             task.cancel()
+        if self.writer is not None:
+            self.writer.cancel()
         for sub in list(getattr(self, "subs", {}).values()):
             sub.cancel_timer()
+            await self.hub.leave(sub.channel, self)
             await self._tell_handler(sub, subscribed=False)
         for group in list(getattr(self, "groups_joined", ())):
             try:
@@ -207,10 +219,49 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     # --- sending -----------------------------------------------------------------
 
     async def send_text(self, text: str) -> None:
-        # After our close the server refuses sends (daphne raises Disconnected),
-        # and channel-layer events keep arriving until the disconnect does.
-        if not self.closed:
-            await self.send(text_data=text)
+        self._enqueue(text)
+
+    def _enqueue(self, item: str | _Close) -> None:
+        # After our close the server refuses sends, and updates keep arriving
+        # until the disconnect does.
+        if self.closed:
+            return
+        if len(self.outbox) >= settings.WS_SEND_QUEUE:
+            self._close_too_slow()
+            return
+        if isinstance(item, _Close):
+            self.closed = True
+        self.outbox.append(item)
+        self.outbox_ready.set()
+        if self.writer is None:
+            self.writer = asyncio.ensure_future(self._write_forever())
+
+    async def _write_forever(self) -> None:
+        outbox, ready, send = self.outbox, self.outbox_ready, self.base_send
+        while True:
+            if not outbox:
+                ready.clear()
+                await ready.wait()
+                continue
+            item = outbox.popleft()
+            try:
+                if isinstance(item, _Close):
+                    await self.close(code=item.code, reason=item.reason)
+                    return
+                await send({"type": "websocket.send", "text": item})
+            except Exception:  # the client went away; its disconnect follows
+                self.closed = True
+                return
+
+    def _close_too_slow(self) -> None:
+        """The client reads slower than its updates arrive: close it now, without
+        the queued frames (it would not read them in time anyway)."""
+        logger.info("closing websocket: %d frames unsent", len(self.outbox))
+        self.closed = True
+        self.outbox.clear()
+        if self.writer is not None:
+            self.writer.cancel()
+        self.writer = asyncio.ensure_future(self.close(code=CLOSE_PONG_TIMEOUT, reason="too slow"))
 
     async def send_frame(self, frame: frames.ServerFrame | dict[str, Any]) -> None:
         await self.send_text(frames.encode(frame))
@@ -222,8 +273,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         await self.send_frame({"type": "error", "request_id": request_id, "data": body})
 
     async def _close(self, code: int, reason: str | None = None) -> None:
-        self.closed = True
-        await self.close(code=code, reason=reason)
+        """Close once the frames queued before it are written."""
+        self._enqueue(_Close(code, reason))
 
     # --- authentication ---------------------------------------------------------------
 
@@ -462,18 +513,15 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             old.cancel_timer()
         sub = _new_subscription(channel, handler, counted=bool(old and old.counted))
         self.subs[channel] = sub
-        group = group_for(channel)
         try:
-            # Join before the snapshot: updates that race it wait (channels
-            # dispatches one message at a time) and those the snapshot already
-            # reflects are dropped by seq.
-            await self.channel_layer.group_add(group, self.channel_name)
+            # Join before the snapshot: updates that race it are buffered by the
+            # subscription's delivery, and those the snapshot reflects dropped by seq.
+            await self.hub.join(channel, self)
         except Exception:
-            logger.warning("group_add failed for %s", channel, exc_info=True)
+            logger.warning("joining %s failed", channel, exc_info=True)
             await self._drop(channel)
             await self.send_error(request_id, "stream_unavailable", "The stream service is unavailable; try again.")
             return
-        self.groups_joined.add(group)
         if not sub.counted:
             await self._tell_handler(sub, subscribed=True)
         await self.send_frame({"type": "subscribed", "channel": channel, "request_id": request_id})
@@ -487,14 +535,6 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             return  # unsubscribed or re-subscribed meanwhile
         await self.send_frame({"type": "snapshot", "channel": channel, "seq": seq, "request_id": request_id, "data": data})
         await self._send_all(sub, sub.delivery.start(seq, time.monotonic()))
-
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        # Fan-out events never touch the database: skip channels' per-message
-        # close_old_connections, a hop through the one shared sync thread.
-        if message["type"] == "stream.update":
-            await self.stream_update(message)  # type: ignore[arg-type]
-            return
-        await super().dispatch(message)
 
     async def _tell_handler(self, sub: Subscription, *, subscribed: bool) -> None:
         # Balanced per connection and channel: once on subscribe (not again on
@@ -516,14 +556,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         sub = self.subs.pop(channel, None)
         if sub:
             sub.cancel_timer()
+            await self.hub.leave(channel, self)
             await self._tell_handler(sub, subscribed=False)
-        group = group_for(channel)
-        if group in self.groups_joined:
-            self.groups_joined.discard(group)
-            try:
-                await self.channel_layer.group_discard(group, self.channel_name)
-            except Exception:
-                logger.warning("group_discard failed for %s", channel, exc_info=True)
 
     async def unsubscribe(self, channel: str, request_id: Any) -> None:
         handler = handler_for(channel)
@@ -535,17 +569,39 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         await self._drop(channel)
         await self.send_frame({"type": "unsubscribed", "channel": channel, "request_id": request_id})
 
-    # --- channel-layer events ------------------------------------------------------------
+    # --- updates from the hub ------------------------------------------------------------
 
-    async def stream_update(self, event: StreamEvent) -> None:
+    def hub_update(self, event: StreamEvent) -> None:
         sub = self.subs.get(event["channel"])
         if sub is not None:
-            await self._send_all(sub, sub.delivery.offer(event["seq"], event["frame"], time.monotonic()))
+            self._deliver(sub, sub.delivery.offer(event["seq"], event["frame"], time.monotonic()))
+
+    def hub_down(self) -> None:
+        if not self.layer_down:
+            self.layer_down = True
+            self._send_unavailable()
+
+    def _send_unavailable(self) -> None:
+        body = error_body(
+            "stream_unavailable", "Live updates are interrupted (the stream service is unavailable); they resume by themselves."
+        )
+        self._enqueue(frames.encode({"type": "error", "request_id": None, "data": body}))
+
+    def hub_back(self) -> None:
+        self.layer_down = False
+        self.tasks.append(asyncio.ensure_future(self._resnapshot_all()))
+
+    async def _resnapshot_all(self) -> None:
+        for channel in list(self.subs):
+            await self._resnapshot(channel)
+
+    def _deliver(self, sub: Subscription, texts: list[str]) -> None:
+        self._arm_timer(sub)
+        for text in texts:
+            self._enqueue(text)
 
     async def _send_all(self, sub: Subscription, texts: list[str]) -> None:
-        self._arm_timer(sub)  # before sending: a send may yield to the timer
-        for text in texts:
-            await self.send_text(text)
+        self._deliver(sub, texts)
 
     def _arm_timer(self, sub: Subscription) -> None:
         when = sub.delivery.wake_at()
