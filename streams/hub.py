@@ -19,6 +19,7 @@ lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from typing import Any, Protocol
@@ -89,6 +90,12 @@ class Hub:
                 await self.layer.group_discard(group_for(channel), self.channel_name)
             except Exception:
                 logger.warning("group_discard failed for %s", channel, exc_info=True)
+            if not self.members and self.task is not None:
+                # Nothing left to receive for: stop reading (a join starts again).
+                task, self.task = self.task, None
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     def _forget(self, channel: str, member: Member) -> None:
         members = self.members.get(channel)

@@ -165,7 +165,8 @@ def test_a_client_that_stops_reading_is_closed_and_the_others_keep_their_updates
         seen = await _updates(reader, 20)
         assert time.monotonic() - started < 5
         closed = await stalled.receive_output(timeout=TIMEOUT)
-        await reader.disconnect()
+        for comm in (reader, stalled):
+            await comm.disconnect()
         return seen, closed
 
     seen, closed = run(scenario())
