@@ -19,7 +19,6 @@ lost.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import weakref
 from typing import Any, Protocol
@@ -92,10 +91,10 @@ class Hub:
                 logger.warning("group_discard failed for %s", channel, exc_info=True)
             if not self.members and self.task is not None:
                 # Nothing left to receive for: stop reading (a join starts again).
-                task, self.task = self.task, None
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                # Not awaited: a read cancelled mid-call cleans up in its own time,
+                # and the consumer leaving must not wait for it.
+                self.task.cancel()
+                self.task = None
 
     def _forget(self, channel: str, member: Member) -> None:
         members = self.members.get(channel)

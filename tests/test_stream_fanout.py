@@ -96,7 +96,7 @@ def test_two_clients_of_one_process_share_one_subscription_and_get_every_update_
         members = await _group_members(layer, group_for(channel))
         received = hub.received - before
         for comm in (one, two):
-            await comm.disconnect()
+            await comm.disconnect(timeout=10)
         return first, second, members, received, len(order)
 
     first, second, members, received, published = run(scenario())
@@ -128,7 +128,7 @@ def test_a_gap_free_client_that_joins_later_starts_at_its_own_snapshot(alice_key
             await apublish(channel, seq, {"n": seq})
         seen_early, seen_late = await _updates(early, 5), await _updates(late, 2)
         for comm in (early, late):
-            await comm.disconnect()
+            await comm.disconnect(timeout=10)
         return seen_early, seen_late
 
     seen_early, seen_late = run(scenario())
@@ -166,7 +166,7 @@ def test_a_client_that_stops_reading_is_closed_and_the_others_keep_their_updates
         assert time.monotonic() - started < 5
         closed = await stalled.receive_output(timeout=TIMEOUT)
         for comm in (reader, stalled):
-            await comm.disconnect()
+            await comm.disconnect(timeout=10)
         return seen, closed
 
     seen, closed = run(scenario())
@@ -187,7 +187,7 @@ def test_update_frames_keep_their_wire_shape(alice_key):
             message = await comm.receive_output(timeout=TIMEOUT)
             frame = json.loads(message["text"])
             if frame["type"] == "update":
-                await comm.disconnect()
+                await comm.disconnect(timeout=10)
                 return frame
 
     assert run(scenario()) == {"type": "update", "channel": channel, "seq": 1, "data": {"n": 1}}
