@@ -43,6 +43,8 @@ class TestPaperBroker(BrokerContract):
     """The simulated venue: it refuses (a market order against a stale quote)
     and, when its database fails during a change, cannot say what happened."""
 
+    error_kinds = ("rejected", "timeout")
+
     @pytest.fixture
     def harness(self, alice):
         account = broker_account_create(owner=alice, kind="paper", label="paper")
@@ -66,7 +68,7 @@ class TestPaperBroker(BrokerContract):
                 patch.setattr("brokers.paper.services.paper_order_place", database_down)
                 yield
 
-        return BrokerHarness(account=account, symbol="AAA", price=PRICE, error_kinds=frozenset({"rejected", "timeout"}), inject=inject)
+        return BrokerHarness(account=account, symbol="AAA", price=PRICE, error_kinds=frozenset(TestPaperBroker.error_kinds), inject=inject)
 
 
 def _scripted(alice, venue: FakeVenue) -> Iterator[BrokerHarness]:
