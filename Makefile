@@ -13,14 +13,26 @@ BIN := $(VENV)/bin
 # Rebuilt when a requirements file changes; lives in the venv so a new venv reinstalls.
 STAMP := $(VENV)/.requirements.stamp
 REQUIREMENTS := requirements/base.txt requirements/dev.txt
+# Front-end packages (npm, package-lock.json): reinstalled with `npm ci` when the
+# lockfile changes or node_modules is missing; served as static files (settings.STATICFILES_DIRS).
+NPM_STAMP := node_modules/.package-lock.stamp
 
 WEB_HOST ?= 127.0.0.1
 PORT ?= 8000
-MYPY_PATHS ?= accounts/services.py accounts/revocation.py accounts/schema.py brokers/services.py brokers/crypto.py brokers/base.py brokers/registry.py brokers/paper/ core/ workspaces/services.py marketdata/services.py marketdata/selectors.py marketdata/dailybars.py marketdata/instrument_cache.py marketdata/simulation.py marketdata/streaming.py marketdata/feeds/ marketdata/fx.py oms/services/ oms/specs/ oms/health.py streams/delivery.py streams/hub.py streams/subscribers.py
+MYPY_PATHS ?= accounts/services.py accounts/revocation.py accounts/schema.py brokers/services.py brokers/crypto.py brokers/base.py brokers/registry.py brokers/health.py brokers/paper/ brokers/kis/ brokers/locks.py brokers/tokens.py brokers/pacing.py brokers/errors.py core/ workspaces/services.py marketdata/services.py marketdata/selectors.py marketdata/dailybars.py marketdata/instrument_cache.py marketdata/simulation.py marketdata/streaming.py marketdata/feeds/ marketdata/fx.py marketdata/venues.py marketdata/instruments.py oms/services/ oms/specs/ oms/health.py streams/delivery.py streams/hub.py streams/subscribers.py brokers/connection.py brokers/tasks.py oms/schedules.py
+MYPY_PATHS += brokers/kis_accounts.py brokers/demo.py brokers/kite/
+# F&O analytics
+MYPY_PATHS += marketdata/analytics/ marketdata/fo/ marketdata/pages.py
+MYPY_PATHS += brokers/ccxt/ brokers/ccxt_options.py
+MYPY_PATHS += workspaces/selectors.py workspaces/demo.py workspaces/layout.py
+# The dashboard
+MYPY_PATHS += workspaces/dashboard.py
+# The CCXT pass-through and the upstream WebSocket frames
+MYPY_PATHS += brokers/ccxt_passthrough.py streams/upstream.py
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint fmt prod
+.PHONY: help venv npm run test lint fmt prod
 
 help:
 	@echo "make run    start the terminal (embedded default) on http://$(WEB_HOST):$(PORT)/"
@@ -38,7 +50,13 @@ $(STAMP): $(REQUIREMENTS) | $(BIN)/python
 
 venv: $(STAMP)
 
-run: $(STAMP)
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+npm: $(NPM_STAMP)
+
+run: $(STAMP) $(NPM_STAMP)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py serve --host $(WEB_HOST) --port $(PORT)
 
@@ -48,7 +66,7 @@ lint: $(STAMP)
 	$(BIN)/mypy $(MYPY_PATHS)
 	$(BIN)/lint-imports --no-cache --no-logo
 
-test: lint
+test: lint $(NPM_STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 fmt: $(STAMP)
@@ -57,8 +75,9 @@ fmt: $(STAMP)
 
 # honcho reads .env (if present) for every process, so `honcho run` sees the same
 # DATABASE_URL/REDIS_URL as the Procfile processes.
-prod: $(STAMP)
+prod: $(STAMP) $(NPM_STAMP)
 	@$(BIN)/honcho run sh -c 'test -n "$${REDIS_URL:-}"' || \
 		{ echo "make prod needs REDIS_URL (and DATABASE_URL for PostgreSQL): export them or put them in .env" >&2; exit 1; }
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho run python manage.py migrate --noinput
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho run python manage.py collectstatic --noinput -v0
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile -p $(PORT)

@@ -17,10 +17,14 @@ from rest_framework.test import APIClient
 
 # The concurrency tests run up to 50 threads at once in this process: its
 # PostgreSQL pool must let them all connect rather than queue them (the pool is
-# created at the first connection, after this).
+# created at the first connection, after this). The order-rate test runs 150
+# senders straight into the services (no web process's concurrency limit in
+# front): those past the pool's size queue for a connection, on a loaded CI
+# machine for longer than the production default's 10 s.
 _pool_options = settings.DATABASES["default"].get("OPTIONS", {}).get("pool")
 if isinstance(_pool_options, dict):
     _pool_options["max_size"] = max(_pool_options["max_size"], 64)
+    _pool_options["timeout"] = max(_pool_options["timeout"], 90.0)
 
 hypothesis_settings.register_profile("ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 hypothesis_settings.register_profile("dev", max_examples=20, deadline=None)
@@ -160,6 +164,10 @@ def live_server_process(django_db_setup, django_db_blocker, server_tmp) -> Itera
     # clocks) in the shared test database. Tests of live quotes start their own server.
     # Its tasks run inline: an order it enqueued must not be sent by a worker
     # after the test that made it has ended (the real worker has its own tests).
+    # No broker feeds either: its feed providers would plan the broker accounts
+    # other tests commit and win their connections' leases in Redis (KIS test
+    # accounts share one app key), so a test's own marketdata process, pointed
+    # at its fake broker, would never connect.
     with (
         django_db_blocker.unblock(),
         run_daphne(
@@ -168,6 +176,7 @@ def live_server_process(django_db_setup, django_db_blocker, server_tmp) -> Itera
             WS_PONG_TIMEOUT="2",
             SYSTEM_STATUS_INTERVAL="0.5",
             SIMULATOR_ENABLED="false",
+            BROKER_FEEDS_ENABLED="false",
             CELERY_TASK_ALWAYS_EAGER="true",
         ) as server,
     ):
@@ -194,3 +203,34 @@ def _fresh_instrument_cache():
     instrument_cache_clear()
     yield
     instrument_cache_clear()
+
+
+@pytest.fixture
+def oms_env(settings) -> Iterator[None]:
+    """An OMS test's start (``tests.oms_support.oms_setup``), its tasks run in
+    this process; a module takes it with ``pytest.mark.usefixtures("oms_env")``."""
+    from tests.oms_support import oms_setup, tasks_in_process
+
+    oms_setup(settings)
+    with tasks_in_process():
+        yield
+
+
+LONG_RUN_MARKERS = ("soak", "fuzz_long")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The browser tests run once, in the embedded pass: with the production
+    services (PostgreSQL and Redis) they are deselected, not skipped. The long
+    runs (``soak``, ``fuzz_long``) run only when ``-m`` names them."""
+    wanted = config.getoption("markexpr") or ""
+    for item in items:
+        for marker in LONG_RUN_MARKERS:
+            if marker in item.keywords and marker not in wanted:
+                item.add_marker(pytest.mark.skip(reason=f"long run: pytest -m {marker}"))
+    if not settings.PRODUCTION_SERVICES:
+        return
+    browser = [item for item in items if item.get_closest_marker("browser")]
+    if browser:
+        config.hook.pytest_deselected(items=browser)
+        items[:] = [item for item in items if not item.get_closest_marker("browser")]

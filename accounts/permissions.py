@@ -9,11 +9,15 @@ from accounts.models import ApiKey
 
 
 class ApiKeyScopePermission(BasePermission):
-    """A ``read``-scope key may only read: 403 on POST, PUT, PATCH and DELETE."""
+    """A ``read``-scope key may only read: 403 on POST, PUT, PATCH and DELETE,
+    except the POST of a view whose POST only reads (``post_reads = True``:
+    a query too long for a URL, as ``POST /datafeed/quotes``)."""
 
     message = "This API key has the read scope; trading and changes need the trade scope."
 
     def has_permission(self, request: Request, view: Any) -> bool:
+        if request.method == "POST" and getattr(view, "post_reads", False):
+            return True
         if isinstance(request.auth, ApiKey) and request.method not in SAFE_METHODS:
             return request.auth.can_trade
         return True

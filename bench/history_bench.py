@@ -40,7 +40,6 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from operator import itemgetter
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 from zoneinfo import ZoneInfo
 
 HERE = Path(__file__).resolve().parent
@@ -77,37 +76,10 @@ SERVER_ENV = {
 }
 
 
-def _bench_database_url() -> str:
-    url = os.environ.get("DATABASE_URL", "")
-    parsed = urlparse(url)
-    if parsed.scheme not in ("postgres", "postgresql", "pgsql"):
-        sys.exit("history_bench needs PostgreSQL: set DATABASE_URL=postgres://user@host:5432/terminal_bench")
-    return urlunparse(parsed._replace(path=f"/{BENCH_DB}"))
-
-
-def _ensure_database(url: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    parsed = urlparse(url)
-    maintenance = urlunparse(parsed._replace(scheme="postgresql", path="/postgres"))
-    with psycopg.connect(maintenance, autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (BENCH_DB,)).fetchone() is None:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
-            print(f"created database {BENCH_DB}")
-
-
 def _setup() -> None:
-    url = _bench_database_url()
-    _ensure_database(url)
-    os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    import django
+    from bench.database import bench_django_setup
 
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    bench_django_setup(BENCH_DB, program="history_bench")
 
 
 def _bars() -> list:

@@ -38,10 +38,10 @@ import sys
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.processes import ORDER_SERVER_ENV  # noqa: E402 - after the path
 
 BENCH_DB = "terminal_bench_oms"
 SYMBOL = "BENCH:OMS:" + time.strftime("%Y%m%d%H%M%S")  # fresh per run: earlier runs' resting orders never match again
@@ -55,55 +55,21 @@ GOAL_LATENCY_RATIO = 2.5
 GOAL_BATCH_RATIO = 10.0
 ORDER = {"symbol": SYMBOL, "side": "buy", "order_type": "limit", "qty": "1", "price": "1.00", "time_in_force": "gtc"}
 SERVER_ENV = {
-    "RUN_LOOPS_IN_PROCESS": "true",
+    **ORDER_SERVER_ENV,
     "SIMULATOR_ENABLED": "true",
     "SIMULATOR_TICK_INTERVAL": "3600",
-    "BAR_BROADCASTER_ENABLED": "false",
-    "OMS_SWEEP_INTERVAL": "3600",
-    "OMS_RECONCILE_INTERVAL": "3600",
-    "OMS_MARKS_INTERVAL": "3600",
-    "RISK_MAX_ORDERS_PER_SECOND": "0",
     "RISK_CHECK_BUYING_POWER": "false",
     "RISK_MAX_ORDER_QTY": "1000000000",
     "RISK_MAX_ORDER_NOTIONAL": "0",
-    "THROTTLE_USER": "100000000/min",
-    "THROTTLE_ORDERS": "100000000/min",
-    "LOG_LEVEL": "WARNING",
 }
-
-
-def _bench_database_url() -> str:
-    url = os.environ.get("DATABASE_URL", "")
-    parsed = urlparse(url)
-    if parsed.scheme not in ("postgres", "postgresql", "pgsql"):
-        sys.exit("oms_rest_bench needs PostgreSQL: set DATABASE_URL=postgres://user@host:5432/terminal_bench")
-    return urlunparse(parsed._replace(path=f"/{BENCH_DB}"))
-
-
-def _ensure_database(url: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    maintenance = urlunparse(urlparse(url)._replace(scheme="postgresql", path="/postgres"))
-    with psycopg.connect(maintenance, autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (BENCH_DB,)).fetchone() is None:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
-            print(f"created database {BENCH_DB}")
 
 
 def _setup() -> dict:
     """Migrate; a user, a trade key, fresh paper accounts, the instrument."""
-    url = _bench_database_url()
-    _ensure_database(url)
-    os.environ["DATABASE_URL"] = url
+    from bench.database import bench_django_setup
+
     os.environ.pop("REDIS_URL", None)  # the embedded path, here and in the server
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    bench_django_setup(BENCH_DB, program="oms_rest_bench")
     from accounts.models import User
     from accounts.services import api_key_create, user_create
     from brokers.services import broker_account_create

@@ -54,6 +54,7 @@ from urllib.parse import urlparse, urlunparse
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
+from bench.processes import wait_http  # noqa: E402 - after the path
 
 ROUNDS = int(os.environ.get("REQUESTS_BENCH_ROUNDS", "5"))
 REQUESTS = int(os.environ.get("REQUESTS_BENCH_REQUESTS", "200"))  # per path, per server, per round
@@ -138,22 +139,6 @@ def _setup() -> str:
 def _start(name: str, cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     with open(log, "wb") as out:
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _wait_up(port: int, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {log.read_text(errors='replace')[-3000:]}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/api/v1/health/live")
-            conn.getresponse().read()
-            conn.close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"server did not start: {log.read_text(errors='replace')[-3000:]}")
 
 
 class Client:
@@ -324,7 +309,7 @@ def main() -> None:
             env = base_env | POOL_MODES[mode] | {"DATABASE_URL": _with_application_name(database_url, _server_name(server, mode))}
             procs[(server, mode)] = (_start(server, SERVERS[server](port), env, log), port)
         for (server, mode), (proc, port) in procs.items():
-            _wait_up(port, proc, results_dir / f"requests-{server}-{mode.replace(' ', '_')}.log")
+            wait_http(f"http://127.0.0.1:{port}/api/v1/health/live", proc, results_dir / f"requests-{server}-{mode.replace(' ', '_')}.log")
 
         clients = {setup: Client(port, key) for setup, (_, port) in procs.items()}
         for client in clients.values():

@@ -15,7 +15,7 @@ Errors say what is known about the order's fate:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -73,6 +73,10 @@ class OrderStatus:
     updated_at: datetime | None = None
     message: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
+    # The cumulative executed amount (qty x price summed), where the broker
+    # reports it: brokers whose fills carry no trade id (KIS) are booked from
+    # the cumulative quantity and amount (see Capabilities.cumulative_fills).
+    filled_amount: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -104,8 +108,15 @@ class BrokerPosition:
 class Holding:
     symbol: str
     qty: Decimal
-    avg_price: Decimal
+    avg_price: Decimal | None  # None: the broker cannot tell what the holding cost (never 0)
     last_price: Decimal | None = None
+    name: str = ""  # the broker's name of the instrument (KIS prdt_name), where it gives one
+    # Where the broker reports them (Kite): P&L and today's change in the
+    # holding's currency, and the part bought but not yet settled (T+1), included in qty.
+    pnl: Decimal | None = None
+    day_change: Decimal | None = None
+    t1_qty: Decimal = Decimal(0)
+    currency: str = ""
 
 
 @dataclass(frozen=True)
@@ -137,6 +148,9 @@ class Funds:
     buying_power: Decimal | None = None
     rates: Mapping[str, Decimal] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
+    # Open positions' unrealized P&L in the base currency, where the broker
+    # reports it apart from cash (derivatives exchanges): equity = cash + it.
+    unrealized_pnl: Decimal | None = None
 
 
 ALL_ORDER_TYPES = frozenset({"market", "limit", "stop", "stop_limit"})
@@ -157,6 +171,24 @@ class Capabilities:
     # Broker-specific optional send_order fields this broker takes (Kite:
     # ``product``, ``variety``); any other broker refuses them.
     extra_order_fields: frozenset[str] = frozenset()
+    # Fills carry no trade id (KIS): the OMS books the difference between the
+    # order's cumulative filled quantity at the broker and what it has booked,
+    # keyed (broker order id, cumulative quantity), whichever source reports
+    # it first; ``fills_since`` returns nothing and orders carry the progress.
+    cumulative_fills: bool = False
+    # The venue trades any instrument that has quotes, on their prices (the
+    # paper venue). Otherwise an account trades only its broker's venues'
+    # instruments (marketdata.venues: KRX for KIS, NSE/BSE/NFO for Kite, the
+    # exchange id for CCXT), checked by the OMS before anything is written.
+    any_instrument: bool = False
+    # A client order id the broker carries must fully match this (Kite's tag:
+    # 1-20 letters and digits); "" takes the OMS's one rule. A generated id
+    # always fits (20 letters and digits); a caller's that does not is refused.
+    client_order_id_pattern: str = ""
+    # Another broker's field names the order spec also takes (``"kite"``:
+    # tradingsymbol, exchange, transaction_type, quantity, trigger_price,
+    # validity, tag and Kite's order types), translated to ours.
+    order_dialect: str = ""
 
 
 # --- errors ------------------------------------------------------------------------
@@ -241,3 +273,29 @@ class Broker(Protocol):
 
 
 FINAL_STATUSES = frozenset({"filled", "canceled", "rejected", "expired"})
+
+
+# --- sending several orders ----------------------------------------------------------
+
+
+def place_orders(broker: Broker, requests: Sequence[OrderRequest]) -> list[OrderAck | BrokerError]:
+    """Send several orders of one account, in the given order: for each, its
+    ack or the BrokerError its send raised (as ``place_order`` would have:
+    BrokerRejected, BrokerUnavailable for not sent, BrokerTimeout for maybe
+    sent...). An adapter may define ``place_orders(requests)`` with this
+    contract to send two or more in one unit of work (the paper venue: one
+    lock, one load, one save); otherwise, and for a single order, each is
+    sent with ``place_order``, one failing never stopping the next."""
+    batch = getattr(broker, "place_orders", None) if len(requests) > 1 else None
+    if batch is not None:
+        answers: list[OrderAck | BrokerError] = batch(list(requests))
+        if len(answers) != len(requests):
+            raise BrokerError(f"The adapter answered {len(answers)} of {len(requests)} orders.")
+        return answers
+    answers = []
+    for request in requests:
+        try:
+            answers.append(broker.place_order(request))
+        except BrokerError as exc:
+            answers.append(exc)
+    return answers

@@ -31,6 +31,13 @@ class AccountStatus(models.TextChoices):
     NOT_CONFIGURED = "not_configured", "Not configured"
 
 
+# Read, never stored: an active account whose broker needs a person to log in
+# first (Kite: no valid access token). Its orders are refused at once.
+LOGIN_REQUIRED = "login_required"
+# The statuses an account reads as (the stored ones and login_required).
+ACCOUNT_READ_STATUS_CHOICES = [*AccountStatus.choices, (LOGIN_REQUIRED, "Login required")]
+
+
 # Credential fields each broker kind needs (the adapters read these names):
 # an account lacking one is not_configured.
 REQUIRED_CREDENTIALS: dict[str, tuple[str, ...]] = {
@@ -42,7 +49,8 @@ REQUIRED_CREDENTIALS: dict[str, tuple[str, ...]] = {
 OPTIONAL_CREDENTIALS: dict[str, tuple[str, ...]] = {
     BrokerKind.PAPER: (),
     BrokerKind.KIS: ("hts_id",),
-    BrokerKind.CCXT: ("password", "uid"),
+    # What ccxt's requiredCredentials may also name (snake_case of apiKey, secret, password, uid...).
+    BrokerKind.CCXT: ("password", "uid", "login", "twofa", "private_key", "wallet_address", "token", "account_id"),
     BrokerKind.KITE: ("access_token",),
 }
 
@@ -62,6 +70,11 @@ class BrokerAccount(models.Model):
     broker_product_code = models.CharField(max_length=8, blank=True)
     broker_user_id = models.CharField(max_length=64, blank=True)
     exchange_id = models.CharField(max_length=32, blank=True, help_text="CCXT exchange id, e.g. binance.")
+    broker_options = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Staff-editable options passed to the broker client, e.g. CCXT\'s {"options": {"defaultType": "future"}}.',
+    )
     # JSON of secrets, encrypted (``enc:v1:...``). Write-only everywhere.
     credentials_encrypted = models.TextField(blank=True, default="")
     status = models.CharField(max_length=16, choices=AccountStatus.choices, default=AccountStatus.ACTIVE)
@@ -76,6 +89,12 @@ class BrokerAccount(models.Model):
     funds_seq = models.BigIntegerField(default=0)
     # Reconciliation checkpoint: fills and orders are pulled from here on.
     reconciled_until = models.DateTimeField(null=True, blank=True)
+    # Account sync (funds, holdings, positions, open orders, the day's fills):
+    # the last run's length and whether the first sync (which books what the
+    # broker already holds as ``source=external``) has happened.
+    last_sync_duration = models.FloatField(null=True, blank=True, help_text="Seconds the last sync took.")
+    last_sync_error = models.TextField(blank=True, default="")
+    initial_synced_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -102,3 +121,32 @@ class BrokerAccount(models.Model):
     def has_credentials(self) -> bool:
         """Credentials are stored and every required one is set."""
         return bool(self.credentials_encrypted) and not self.missing_credentials
+
+
+class BrokerToken(models.Model):
+    """A token a broker issued to one credential (KIS access token and WS
+    approval key, Kite access token): encrypted, with its expiry.
+
+    Keyed by the credential, not the account: two accounts on one app key
+    share its token (KIS issues one per app key and limits how often).
+    ``credential_id`` is a one-way digest of the app key, never the key."""
+
+    kind = models.CharField(max_length=10, choices=BrokerKind.choices)
+    environment = models.CharField(max_length=10, choices=Environment.choices)
+    credential_id = models.CharField(max_length=64)
+    name = models.CharField(max_length=32, help_text="access_token, approval_key, ...")
+    value_encrypted = models.TextField(blank=True, default="")
+    issued_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    # The broker's issue-rate rule counts attempts, successful or not.
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "environment", "credential_id", "name"], name="broker_token_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.environment} {self.name} ({self.credential_id[:8]})"

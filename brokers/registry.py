@@ -3,18 +3,25 @@ adapters report what happened at the broker (fills, order updates).
 
 Adapters never import the OMS: the OMS registers the sink in its
 ``AppConfig.ready()``, and each adapter package registers its factory.
+
+Connection health goes through hooks too, so ``brokers`` (admin, status,
+token refresh) never imports an adapter: each adapter package registers, per
+kind, the keys of an account's broker tokens (``register_token_keys``) and a
+function that refreshes them (``register_token_refresher``); the OMS registers
+how a sync is asked for (``register_sync_requester``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from brokers.base import Broker, BrokerUnavailable, Fill, OrderStatus
 
 if TYPE_CHECKING:
     from brokers.models import BrokerAccount
+    from brokers.tokens import TokenKey
 
 logger = logging.getLogger(__name__)
 
@@ -76,3 +83,103 @@ def deliver_order_updates(account_id: int, updates: list[OrderStatus]) -> None:
         logger.error("order updates for account %s dropped: no sink registered", account_id)
         return
     _order_sink(account_id, updates)
+
+
+# --- connection health hooks --------------------------------------------------------
+
+
+class TokenRefresher(Protocol):
+    def __call__(self, account: BrokerAccount, *, force: bool) -> list[str]:
+        """Refresh the account's broker tokens and return the names refreshed.
+
+        ``force=False`` (the scheduled refresh): only those that are missing or
+        expire soon; ``force=True`` ("refresh token now"): all of them. Raises
+        the broker's errors (``TokenIssueTooSoon`` inside the issue-rate rule)."""
+        ...
+
+
+TokenKeys = Callable[["BrokerAccount"], Sequence["TokenKey"]]
+SyncRequester = Callable[[int], "dict[str, Any] | None"]
+
+_token_refreshers: dict[str, TokenRefresher] = {}
+_token_keys: dict[str, TokenKeys] = {}
+_sync_requester: SyncRequester | None = None
+
+
+def register_token_refresher(kind: str, refresher: TokenRefresher) -> None:
+    _token_refreshers[kind] = refresher
+
+
+def unregister_token_refresher(kind: str) -> None:
+    _token_refreshers.pop(kind, None)
+
+
+def token_refresher(kind: str) -> TokenRefresher | None:
+    """The refresher of ``kind``'s tokens (None: its accounts have no tokens to refresh)."""
+    return _token_refreshers.get(kind)
+
+
+def register_token_keys(kind: str, keys: TokenKeys) -> None:
+    """``keys(account)``: the ``brokers.tokens.TokenKey`` of each token the
+    account's credential holds (read by the status with ``token_state``)."""
+    _token_keys[kind] = keys
+
+
+def unregister_token_keys(kind: str) -> None:
+    _token_keys.pop(kind, None)
+
+
+def token_keys_provider(kind: str) -> TokenKeys | None:
+    """The function registered for ``kind`` (tests replace it for a while)."""
+    return _token_keys.get(kind)
+
+
+def token_keys_for(account: BrokerAccount) -> list[TokenKey]:
+    keys = _token_keys.get(account.kind)
+    return list(keys(account)) if keys is not None else []
+
+
+def register_sync_requester(requester: SyncRequester) -> None:
+    global _sync_requester
+    _sync_requester = requester
+
+
+def sync_request(account_id: int) -> dict[str, Any] | None:
+    """Ask for a sync of the account: its summary when it ran here and now
+    (eager Celery), None when it was queued. Raises BrokerUnavailable when no
+    OMS registered how to sync."""
+    if _sync_requester is None:
+        raise BrokerUnavailable("Account sync is not available in this process.")
+    return _sync_requester(account_id)
+
+
+# --- logins a person must make ---------------------------------------------------------
+
+LoginCheck = Callable[["BrokerAccount"], bool]
+_login_checks: dict[str, LoginCheck] = {}
+
+
+def register_login_check(kind: str, check: LoginCheck) -> None:
+    """``check(account)``: whether the account needs a person to log in at
+    the broker before it can trade (Kite: no valid access token). Such an
+    account's status reads ``login_required``."""
+    _login_checks[kind] = check
+
+
+def unregister_login_check(kind: str) -> None:
+    _login_checks.pop(kind, None)
+
+
+def login_check(kind: str) -> LoginCheck | None:
+    return _login_checks.get(kind)
+
+
+def login_required(account: BrokerAccount) -> bool:
+    check = _login_checks.get(account.kind)
+    if check is None:
+        return False
+    try:
+        return bool(check(account))
+    except Exception:  # an account its adapter cannot read (credentials unset): not a login matter
+        logger.info("login check of account %s failed", account.pk, exc_info=True)
+        return False

@@ -12,8 +12,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import User
+from brokers.announce import account_added_notify
 from brokers.crypto import CredentialError, decrypt_json, encrypt_json, rotate_value
 from brokers.models import (
+    LOGIN_REQUIRED,
     OPTIONAL_CREDENTIALS,
     REQUIRED_CREDENTIALS,
     AccountStatus,
@@ -22,14 +24,24 @@ from brokers.models import (
     Environment,
     PositionMode,
 )
-from brokers.registry import adapter_registered
+from brokers.registry import adapter_registered, login_required
 from core.exceptions import InvalidInput, NotFound
+from core.masking import MASK, mask_text
 
 logger = logging.getLogger(__name__)
 
 # The names the admin, the management commands and the API have used (the rule is in brokers.models).
 CREDENTIAL_FIELDS = REQUIRED_CREDENTIALS
 OPTIONAL_CREDENTIAL_FIELDS = OPTIONAL_CREDENTIALS
+
+# The base currency of a new account when none is given: the currency its
+# broker settles in (a CCXT account's: the quote currency it trades against).
+DEFAULT_BASE_CURRENCY: dict[str, str] = {
+    BrokerKind.PAPER: "USD",
+    BrokerKind.KIS: "KRW",
+    BrokerKind.KITE: "INR",
+    BrokerKind.CCXT: "USDT",
+}
 
 EDITABLE_FIELDS = (
     "label",
@@ -40,6 +52,7 @@ EDITABLE_FIELDS = (
     "broker_product_code",
     "broker_user_id",
     "exchange_id",
+    "broker_options",
 )
 
 
@@ -64,10 +77,13 @@ def broker_account_create(
     label: str,
     environment: str = Environment.PAPER,
     position_mode: str = PositionMode.NETTING,
-    base_currency: str = "USD",
+    base_currency: str | None = None,
     credentials: dict[str, Any] | None = None,
     **broker_fields: str,
 ) -> BrokerAccount:
+    """Create an account. Without ``base_currency`` it takes its kind's
+    (``DEFAULT_BASE_CURRENCY``: KRW for KIS, INR for Kite, USDT for CCXT, USD
+    for paper)."""
     if kind not in BrokerKind.values:
         raise InvalidInput(fields={"kind": [f"Must be one of {', '.join(BrokerKind.values)}."]})
     if environment not in Environment.values:
@@ -77,9 +93,14 @@ def broker_account_create(
     unknown = set(broker_fields) - set(EDITABLE_FIELDS)
     if unknown:
         raise InvalidInput(fields={k: ["Unknown field."] for k in unknown})
+    if not base_currency:
+        base_currency = DEFAULT_BASE_CURRENCY[kind]
     _validate_common(label=label, base_currency=base_currency)
+    _validate_options(kind, broker_fields)
     if kind == BrokerKind.CCXT and not broker_fields.get("exchange_id"):
         raise InvalidInput(fields={"exchange_id": ["Required for a CCXT account."]})
+    if kind == BrokerKind.CCXT:
+        _validate_exchange_id(str(broker_fields["exchange_id"]))
     account = BrokerAccount(
         owner=owner,
         kind=kind,
@@ -93,6 +114,9 @@ def broker_account_create(
         account.credentials_encrypted = encrypt_json(_check_credentials(kind, credentials))
     account.status = _configured(account, AccountStatus.ACTIVE)
     account.save()
+    owner_id, account_id = owner.pk, account.pk
+    # The owner's open all-accounts order streams take it in (brokers.announce).
+    transaction.on_commit(lambda: account_added_notify(owner_id=owner_id, account_id=account_id))
     return account
 
 
@@ -107,10 +131,44 @@ def _configured(account: BrokerAccount, status: str) -> str:
 def broker_account_status(account: BrokerAccount) -> str:
     """The account's status as the API and the OMS see it. Adapters register
     when a process starts, so an account whose kind no adapter serves is
-    ``not_configured`` on reading, whatever is stored."""
+    ``not_configured`` on reading, whatever is stored; an active one whose
+    broker needs a person to log in first (Kite without a valid session) is
+    ``login_required``."""
     if account.status == AccountStatus.ACTIVE and not adapter_registered(account.kind):
         return AccountStatus.NOT_CONFIGURED
+    if account.status == AccountStatus.ACTIVE and login_required(account):
+        return LOGIN_REQUIRED
     return account.status
+
+
+def broker_options_problem(kind: str, options: Any) -> str | None:
+    """Why ``options`` cannot be an account's broker options, or None (CCXT:
+    the keys ccxt's constructor takes, never credentials)."""
+    if not isinstance(options, dict):
+        return "The broker options must be a JSON object."
+    if kind == BrokerKind.CCXT:
+        from brokers.ccxt_options import broker_options_problem as ccxt_options_problem
+
+        return ccxt_options_problem(options)
+    if options:
+        return f"{kind} accounts take no broker options."
+    return None
+
+
+def _validate_exchange_id(exchange_id: str) -> None:
+    from brokers.ccxt_options import ccxt_exchange_ids
+
+    if exchange_id not in ccxt_exchange_ids():
+        raise InvalidInput(
+            fields={"exchange_id": [f"ccxt has no exchange '{exchange_id[:40]}' (ids are lower case: binance, okx, bybit...)."]}
+        )
+
+
+def _validate_options(kind: str, changes: dict[str, Any]) -> None:
+    if "broker_options" in changes:
+        problem = broker_options_problem(kind, changes["broker_options"])
+        if problem:
+            raise InvalidInput(problem, fields={"broker_options": [problem]})
 
 
 def _validate_common(*, label: str | None = None, base_currency: str | None = None) -> None:
@@ -140,12 +198,15 @@ def broker_account_update(
     if "position_mode" in changes and changes["position_mode"] not in PositionMode.values:
         raise InvalidInput(fields={"position_mode": [f"Must be one of {', '.join(PositionMode.values)}."]})
     _validate_common(label=changes.get("label"), base_currency=changes.get("base_currency"))
+    _validate_options(account.kind, changes)
     with transaction.atomic():
         locked = BrokerAccount.objects.select_for_update().get(pk=account.pk)
         for key, value in changes.items():
             setattr(locked, key, value.upper() if key == "base_currency" else value.strip() if key == "label" else value)
         if locked.kind == BrokerKind.CCXT and not locked.exchange_id:
             raise InvalidInput(fields={"exchange_id": ["Required for a CCXT account."]})
+        if locked.kind == BrokerKind.CCXT and "exchange_id" in changes:
+            _validate_exchange_id(locked.exchange_id)
         if credentials is not None:
             if merge_credentials and locked.credentials_encrypted:
                 credentials = {**decrypt_json(locked.credentials_encrypted), **credentials}
@@ -194,6 +255,38 @@ def broker_account_record_sync(*, account: BrokerAccount, at: datetime, error: s
         BrokerAccount.objects.filter(pk=account.pk).filter(
             Q(reconciled_until__isnull=True) | Q(reconciled_until__lt=reconciled_until)
         ).update(reconciled_until=reconciled_until)
+
+
+def broker_account_record_sync_run(*, account: BrokerAccount, at: datetime, duration: float, error: str = "") -> None:
+    """Record one account sync's outcome: its length, and its time (success)
+    or its error (masked: no secret of the account is ever stored in it)."""
+    fields: dict[str, Any] = {"last_sync_duration": round(duration, 3)}
+    if error:
+        masked = broker_account_mask(account=account, text=error)[:2000]
+        fields.update(last_sync_error=masked, last_error=masked, last_error_at=at)
+    else:
+        fields.update(last_sync_error="", last_synced_at=at)
+    BrokerAccount.objects.filter(pk=account.pk).update(**fields)
+
+
+def broker_account_record_initial_sync(*, account: BrokerAccount, at: datetime) -> None:
+    """The first sync has booked what the broker held: later syncs compare only."""
+    BrokerAccount.objects.filter(pk=account.pk, initial_synced_at__isnull=True).update(initial_synced_at=at)
+
+
+def broker_account_mask(*, account: BrokerAccount, text: str) -> str:
+    """``text`` without the account's secrets: the generic patterns, and any
+    stored credential value that appears in it verbatim (a broker echoing an
+    app key in its error)."""
+    text = mask_text(text)
+    try:
+        secrets = decrypt_json(account.credentials_encrypted) if account.credentials_encrypted else {}
+    except CredentialError:
+        secrets = {}
+    for value in secrets.values():
+        if isinstance(value, str) and len(value) >= 4:
+            text = text.replace(value, MASK)
+    return text
 
 
 def broker_account_credentials(*, account: BrokerAccount) -> dict[str, Any]:

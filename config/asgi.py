@@ -13,9 +13,10 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from core import loops  # noqa: E402
+from core.asgi_limits import ConcurrencyLimit  # noqa: E402
+from core.static_files import StaticFilesASGI  # noqa: E402
 from streams.routing import websocket_urlpatterns  # noqa: E402
 
 
@@ -68,7 +69,9 @@ class StartLoops:
 
 application = ProtocolTypeRouter(
     {
-        "http": ASGIStaticFilesHandler(django_asgi_app),
+        # Requests in flight per process: over the limit, 503 server_busy (README, "Back-pressure").
+        # Static files: WhiteNoise (compressed, cached; README "The dashboard").
+        "http": ConcurrencyLimit(StaticFilesASGI(django_asgi_app), limit=settings.WEB_LIMIT_CONCURRENCY, wait=settings.WEB_LIMIT_WAIT),
         "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
     }
 )

@@ -62,6 +62,8 @@ THIRD_PARTY_APPS = [
     "allauth.account",
     "allauth.mfa",
     "allauth.socialaccount",
+    "django_celery_beat",
+    "django_htmx",
     # allauth.socialaccount.providers.google: added below only when Google is configured.
 ]
 LOCAL_APPS = [
@@ -70,6 +72,9 @@ LOCAL_APPS = [
     "streams",
     "brokers",
     "brokers.paper",
+    "brokers.kis",
+    "brokers.kite",
+    "brokers.ccxt",
     "marketdata",
     "oms",
     "workspaces",
@@ -85,6 +90,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
@@ -149,6 +155,17 @@ else:
 DATABASES["default"]["ATOMIC_REQUESTS"] = False  # services own their transactions
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- Back-pressure: HTTP requests in flight per process (core/asgi_limits.py) -----
+# One over the limit waits up to WEB_LIMIT_WAIT seconds for a slot, then answers
+# 503 server_busy with Retry-After instead of queueing on the database pool.
+# Default: the process's pool size (each request needs one connection; in-process
+# loops take theirs beside), 16 on SQLite (one writer). 0 turns the limit off.
+# WebSocket connections are not counted (uvicorn's --limit-concurrency, from
+# WEB_MAX_CONNECTIONS in the Procfile, bounds connections of every kind).
+_POOL = DATABASES["default"].get("OPTIONS", {}).get("pool")
+WEB_LIMIT_CONCURRENCY = env.int("WEB_LIMIT_CONCURRENCY", default=_POOL["max_size"] if _POOL else 16)
+WEB_LIMIT_WAIT = env.float("WEB_LIMIT_WAIT", default=1.0)
+
 # --- Cache and channel layer ---------------------------------------------------
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
@@ -192,8 +209,18 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker rides out a Redis restart: it reconnects (every few seconds, without
+# giving up) and goes on consuming; tests/test_redis_outage_orders.py.
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# Beat reads its schedule from the database (django-celery-beat), editable in
+# the admin: the periodic tasks of PERIODIC_TASKS are created there once, on
+# migrate (oms.schedules), and never overwritten. CELERY_BEAT_SCHEDULE entries
+# would be rewritten by beat on every start: keep it for fixed schedules only.
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
+PERIODIC_TASKS: dict[str, dict] = {}
 CELERY_TIMEZONE = "UTC"
 # Worker liveness for /api/v1/health and /metrics: each worker writes a
 # heartbeat into the broker's Redis every WORKER_HEARTBEAT_INTERVAL seconds; a
@@ -226,6 +253,8 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 LOGIN_REDIRECT_URL = "/"
 LOGIN_URL = "/accounts/login/"
+# The dashboard's order ticket asks for a confirmation above this estimated notional (account's base currency).
+DASHBOARD_CONFIRM_NOTIONAL = env.str("DASHBOARD_CONFIRM_NOTIONAL", default="25000")
 ACCOUNT_LOGIN_METHODS = {"email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
 ACCOUNT_USER_MODEL_USERNAME_FIELD = None
@@ -272,9 +301,91 @@ API_KEY_LAST_USED_RESOLUTION = env.int("API_KEY_LAST_USED_RESOLUTION", default=6
 # Failed API-key authentications per client address; past it 429 until the window ends.
 THROTTLE_AUTH_FAILURES = env.str("THROTTLE_AUTH_FAILURES", default="60/min")
 
+# --- KIS adapter ----------------------------------------------------------------
+# Pages one paged KIS query may take (balance, daily orders); past it the query
+# fails rather than answer a cut list.
+KIS_MAX_PAGES = env.int("KIS_MAX_PAGES", default=50)
+
 # --- Broker credentials ---------------------------------------------------------
 # Comma-separated Fernet keys, newest first; older keys still decrypt.
 BROKER_ENCRYPTION_KEYS = env.list("BROKER_ENCRYPTION_KEYS")
+
+# --- Brokers: hosts, tokens, pacing ----------------------------------------------
+# KIS Open API hosts per environment. The defaults are KIS's real hosts, the
+# same literals as brokers/kis/protocol.py (settings import no app; a test
+# checks that both agree). The demo points them at the fake KIS server.
+KIS_PAPER_REST_URL = env.str("KIS_PAPER_REST_URL", default="https://openapivts.koreainvestment.com:29443")
+KIS_PAPER_WS_URL = env.str("KIS_PAPER_WS_URL", default="ws://ops.koreainvestment.com:31000")
+KIS_LIVE_REST_URL = env.str("KIS_LIVE_REST_URL", default="https://openapi.koreainvestment.com:9443")
+KIS_LIVE_WS_URL = env.str("KIS_LIVE_WS_URL", default="ws://ops.koreainvestment.com:21000")
+# Requests per second per app key (KIS's published limits), and how many may go
+# at once. Burst 1 spaces requests evenly, so no one-second window KIS counts
+# ever holds more than the rate; a larger burst can cross it at window edges.
+KIS_RATE_LIVE = env.float("KIS_RATE_LIVE", default=20.0)
+KIS_RATE_PAPER = env.float("KIS_RATE_PAPER", default=2.0)
+KIS_RATE_BURST = env.int("KIS_RATE_BURST", default=1)
+# Seconds a caller waits for another process issuing a broker token before 503.
+BROKER_TOKEN_LOCK_WAIT = env.float("BROKER_TOKEN_LOCK_WAIT", default=15.0)
+# Minutes before expiry a broker token is renewed (callers keep using the old one meanwhile).
+BROKER_TOKEN_REFRESH_MARGIN = env.float("BROKER_TOKEN_REFRESH_MARGIN", default=10.0)
+# Seconds for every HTTP request to a broker (connect and read).
+BROKER_HTTP_TIMEOUT = env.float("BROKER_HTTP_TIMEOUT", default=10.0)
+# The CCXT pass-through (brokers/ccxt_passthrough.py): seconds a whole call may take
+# (each HTTP request to the exchange is bounded by BROKER_HTTP_TIMEOUT), the threads
+# running calls per process, and the pace per account when the exchange declares no
+# rate limit (calls per second, burst).
+CCXT_PASSTHROUGH_TIMEOUT = env.float("CCXT_PASSTHROUGH_TIMEOUT", default=25.0)
+CCXT_PASSTHROUGH_WORKERS = env.int("CCXT_PASSTHROUGH_WORKERS", default=8)
+CCXT_PASSTHROUGH_RATE = env.float("CCXT_PASSTHROUGH_RATE", default=10.0)
+CCXT_PASSTHROUGH_BURST = env.int("CCXT_PASSTHROUGH_BURST", default=5)
+# The CCXT ticker feed (brokers/ccxt/feed.py, REST polling): seconds between polls of a
+# venue, symbols per poll at most, seconds between re-reads of the accounts' symbols in use
+# (held, working orders) and of the accounts.
+CCXT_FEED_INTERVAL = env.float("CCXT_FEED_INTERVAL", default=2.0)
+CCXT_FEED_MAX_SYMBOLS = env.int("CCXT_FEED_MAX_SYMBOLS", default=100)
+CCXT_FEED_IN_USE_REFRESH = env.float("CCXT_FEED_IN_USE_REFRESH", default=60.0)
+CCXT_FEED_RELOAD_INTERVAL = env.float("CCXT_FEED_RELOAD_INTERVAL", default=30.0)
+# Stream tickers through ccxt.pro's WebSocket client where the exchange has watchTicker
+# (brokers/ccxt/stream.py); off: every exchange is polled.
+CCXT_FEED_WEBSOCKET = env.bool("CCXT_FEED_WEBSOCKET", default=True)
+# Seconds at least between two changes of a stream's symbols (each opens connections).
+CCXT_FEED_RESUBSCRIBE_MIN = env.float("CCXT_FEED_RESUBSCRIBE_MIN", default=5.0)
+
+# Zerodha Kite Connect: REST root, login page and ticker (the demo and the
+# tests point them at the fake Kite server), requests per second per api_key
+# (Kite's published limits: orders 10/s, historical candles 3/s, others 10/s)
+# and how long the signed login state stays good (seconds).
+KITE_API_URL = env.str("KITE_API_URL", default="https://api.kite.trade")
+KITE_LOGIN_URL = env.str("KITE_LOGIN_URL", default="https://kite.zerodha.com/connect/login")
+KITE_TICKER_URL = env.str("KITE_TICKER_URL", default="wss://ws.kite.trade")
+KITE_RATE_ORDERS = env.float("KITE_RATE_ORDERS", default=10.0)
+KITE_RATE_HISTORICAL = env.float("KITE_RATE_HISTORICAL", default=3.0)
+KITE_RATE_OTHER = env.float("KITE_RATE_OTHER", default=10.0)
+KITE_LOGIN_STATE_MAX_AGE = env.int("KITE_LOGIN_STATE_MAX_AGE", default=600)
+# Seconds between imports of Kite's instrument master by beat (a day).
+KITE_INSTRUMENTS_INTERVAL = env.float("KITE_INSTRUMENTS_INTERVAL", default=86400.0)
+
+# --- Live broker feeds (marketdata/feeds/registry.py, brokers/kis/ws.py) -------------
+# The loop polling every registered broker feed (the marketdata process in
+# production, in-process on the embedded default); off: no broker connects.
+BROKER_FEEDS_ENABLED = env.bool("BROKER_FEEDS_ENABLED", default=True)
+BROKER_FEEDS_INTERVAL = env.float("BROKER_FEEDS_INTERVAL", default=0.25)
+# KIS WebSocket: reconnect back-off (seconds, doubled per failure, with jitter,
+# capped) and how often the accounts and instruments it serves are re-read.
+KIS_WS_BACKOFF_INITIAL = env.float("KIS_WS_BACKOFF_INITIAL", default=1.0)
+KIS_WS_BACKOFF_MAX = env.float("KIS_WS_BACKOFF_MAX", default=60.0)
+KIS_WS_RELOAD_INTERVAL = env.float("KIS_WS_RELOAD_INTERVAL", default=30.0)
+# Kite ticker (brokers/kite/ticker_feed.py): instruments per connection (Kite: at
+# most 3,000), connections per api key (Kite: 3), back-off, re-plan interval and
+# the silence (Kite's heartbeat is every second) after which it reconnects.
+KITE_TICKER_MAX_TOKENS = env.int("KITE_TICKER_MAX_TOKENS", default=3000)
+KITE_TICKER_MAX_CONNECTIONS = env.int("KITE_TICKER_MAX_CONNECTIONS", default=3)
+KITE_TICKER_BACKOFF_INITIAL = env.float("KITE_TICKER_BACKOFF_INITIAL", default=1.0)
+KITE_TICKER_BACKOFF_MAX = env.float("KITE_TICKER_BACKOFF_MAX", default=60.0)
+KITE_TICKER_RELOAD_INTERVAL = env.float("KITE_TICKER_RELOAD_INTERVAL", default=30.0)
+KITE_TICKER_READ_TIMEOUT = env.float("KITE_TICKER_READ_TIMEOUT", default=10.0)
+# Postback bodies larger than this answer 413 (an order's JSON is ~2 KB).
+KITE_POSTBACK_MAX_BYTES = env.int("KITE_POSTBACK_MAX_BYTES", default=64 * 1024)
 
 # --- REST ------------------------------------------------------------------------
 APPEND_SLASH = False  # paths answer with and without one slash, never by redirect
@@ -331,6 +442,8 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "core.schema.document_error_responses",
+        "oms.api.schema.document_order_links",
+        "accounts.schema.document_api_key_links",
         "marketdata.api.schema.udf_quote_values_may_be_empty",
     ],
     # Choice sets sharing a field name get names of their own.
@@ -339,6 +452,9 @@ SPECTACULAR_SETTINGS = {
         "SideEnum": "oms.models.Side",
         "OrderStatusEnum": "oms.models.OrderStatus",
         "HealthStatusEnum": ["ok", "degraded"],
+        "AccountStatusEnum": "brokers.models.AccountStatus",
+        "AccountReadStatusEnum": "brokers.models.ACCOUNT_READ_STATUS_CHOICES",
+        "DealKindEnum": "oms.models.DealKind",
     },
     # core/urls.py: ids a 64-bit column holds; text that can be stored.
     "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}, "textpath": str},
@@ -389,7 +505,22 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+# The front-end packages come from npm (package.json/package-lock.json, `npm ci` in
+# `make run`/`make test`); each package's built files are served under static/vendor/<name>/.
+# config.asgi serves static files with WhiteNoise in every mode (daphne and uvicorn): the
+# collected, content-hashed names with their gzip copies and a year's immutable cache
+# (core.static_files); files not collected yet are found through the finders.
+FRONTEND_PACKAGES = {
+    "lightweight-charts": BASE_DIR / "node_modules" / "lightweight-charts" / "dist",
+    "htmx": BASE_DIR / "node_modules" / "htmx.org" / "dist",
+}
+STATICFILES_DIRS = [BASE_DIR / "static"] + [(f"vendor/{name}", str(path)) for name, path in FRONTEND_PACKAGES.items() if path.is_dir()]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "core.static_files.HashedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_ALLOW_ALL_ORIGINS = False  # CORS stays django-cors-headers' decision
 
 # --- Logging -------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
@@ -429,6 +560,12 @@ SIMULATOR_SEED = env.int("SIMULATOR_SEED", default=42)
 SIMULATOR_HISTORY_DAYS = env.int("SIMULATOR_HISTORY_DAYS", default=30)
 QUOTE_STALE_SECONDS = env.float("QUOTE_STALE_SECONDS", default=10.0)
 QUOTE_THROTTLE_INTERVAL = env.float("QUOTE_THROTTLE_INTERVAL", default=0.05)
+# F&O analytics: an underlying's Instrument.risk_free_rate / dividend_yield, when null, default to these
+# (annual, continuous, decimals); the chain stream recomputes at most once per FO_CHAIN_STREAM_INTERVAL seconds.
+FO_RISK_FREE_RATE = env.float("FO_RISK_FREE_RATE", default=0.065)
+FO_DIVIDEND_YIELD = env.float("FO_DIVIDEND_YIELD", default=0.0)
+FO_CHAIN_STREAM_INTERVAL = env.float("FO_CHAIN_STREAM_INTERVAL", default=1.0)
+FO_SIGNAL_THRESHOLD_PERCENT = env.float("FO_SIGNAL_THRESHOLD_PERCENT", default=0.1)
 HISTORY_MAX_BARS = env.int("HISTORY_MAX_BARS", default=250_000)
 DATAFEED_PUBLIC = env.bool("DATAFEED_PUBLIC", default=False)
 DATAFEED_MAX_QUOTE_SYMBOLS = env.int("DATAFEED_MAX_QUOTE_SYMBOLS", default=100)
@@ -458,7 +595,7 @@ OMS_RECONCILE_GRACE_SECONDS = env.float("OMS_RECONCILE_GRACE_SECONDS", default=1
 # Production: beat schedules the OMS's periodic work on the workers (the
 # embedded default runs the same services as in-process loops, oms/loops.py).
 # A run that waited longer than its interval is dropped: the next one comes.
-CELERY_BEAT_SCHEDULE.update(
+PERIODIC_TASKS.update(
     {
         "oms.orders_sweep": {"task": "oms.orders_sweep", "schedule": OMS_SWEEP_INTERVAL, "options": {"expires": OMS_SWEEP_INTERVAL}},
         "oms.accounts_reconcile_all": {
@@ -467,6 +604,37 @@ CELERY_BEAT_SCHEDULE.update(
             "options": {"expires": OMS_RECONCILE_INTERVAL},
         },
         "oms.positions_mark": {"task": "oms.positions_mark", "schedule": OMS_MARKS_INTERVAL, "options": {"expires": OMS_MARKS_INTERVAL}},
+    }
+)
+
+# --- Account sync and connection health --------------------------------------------------
+# Every active real account is synced (funds, holdings, positions, open orders,
+# the day's fills) every ACCOUNT_SYNC_INTERVAL seconds, one at a time per account;
+# a sync still running after ACCOUNT_SYNC_TIME_LIMIT seconds is stopped (its lock
+# lasts as long). Broker tokens are refreshed ahead of expiry every
+# BROKER_TOKEN_REFRESH_INTERVAL seconds. These are the defaults of the periodic
+# tasks created on the first migrate; change them afterwards in the admin.
+ACCOUNT_SYNC_INTERVAL = env.float("ACCOUNT_SYNC_INTERVAL", default=300.0)
+ACCOUNT_SYNC_TIME_LIMIT = env.float("ACCOUNT_SYNC_TIME_LIMIT", default=240.0)
+BROKER_TOKEN_REFRESH_INTERVAL = env.float("BROKER_TOKEN_REFRESH_INTERVAL", default=300.0)
+PERIODIC_TASKS.update(
+    {
+        "oms.accounts_sync_all": {
+            "task": "oms.accounts_sync_all",
+            "schedule": ACCOUNT_SYNC_INTERVAL,
+            "options": {"expires": ACCOUNT_SYNC_INTERVAL},
+        },
+        "brokers.tokens_refresh": {
+            "task": "brokers.tokens_refresh",
+            "schedule": BROKER_TOKEN_REFRESH_INTERVAL,
+            "options": {"expires": BROKER_TOKEN_REFRESH_INTERVAL},
+        },
+        # Kite's instrument master, once a day (README, "Kite accounts").
+        "brokers.kite_instruments_import": {
+            "task": "brokers.kite_instruments_import",
+            "schedule": KITE_INSTRUMENTS_INTERVAL,
+            "options": {"expires": KITE_INSTRUMENTS_INTERVAL},
+        },
     }
 )
 
@@ -510,3 +678,19 @@ PAPER_SLIPPAGE_BPS = env.str("PAPER_SLIPPAGE_BPS", default="2")  # market and tr
 PAPER_MARGIN_RATES = env.dict(
     "PAPER_MARGIN_RATES", default={"stock": "1", "crypto": "1", "index": "1", "future": "0.1", "option": "1", "fx": "1"}
 )
+
+# --- Demo brokers (README, "KIS accounts") --------------------------------------------
+# `make run` (manage.py serve) with DEMO_FAKE_BROKERS also starts the fake KIS
+# server and gives the demo trader a KIS paper account against it; the KIS paper
+# URLs of that run point at the fake. Its ports (0: free ones).
+DEMO_FAKE_BROKERS = env.bool("DEMO_FAKE_BROKERS", default=False)
+DEMO_KIS_REST_PORT = env.int("DEMO_KIS_REST_PORT", default=0)
+DEMO_KIS_WS_PORT = env.int("DEMO_KIS_WS_PORT", default=0)
+# The fake Kite's REST/login and ticker ports (0: free ones).
+DEMO_KITE_PORT = env.int("DEMO_KITE_PORT", default=0)
+DEMO_KITE_TICKER_PORT = env.int("DEMO_KITE_TICKER_PORT", default=0)
+
+# --- Workspaces and watchlists (README, "Workspaces and watchlists") -------------------
+WORKSPACES_MAX_PER_USER = env.int("WORKSPACES_MAX_PER_USER", default=50)
+WATCHLISTS_MAX_PER_USER = env.int("WATCHLISTS_MAX_PER_USER", default=50)
+WATCHLIST_MAX_ITEMS = env.int("WATCHLIST_MAX_ITEMS", default=200)

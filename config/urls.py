@@ -3,6 +3,8 @@ from django.urls import include, path, re_path
 
 from core import views as core_views
 from core.urls import route
+from marketdata import pages as marketdata_pages
+from workspaces import pages
 from workspaces import views as workspace_views
 
 api_v1 = [
@@ -12,6 +14,7 @@ api_v1 = [
     path("", include("streams.urls")),
     path("", include("marketdata.api.urls")),
     path("", include("oms.api.urls")),
+    path("", include("workspaces.api.urls")),
 ]
 
 urlpatterns = [
@@ -21,6 +24,13 @@ urlpatterns = [
     *route("metrics", core_views.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
+    *route("broker-accounts", pages.broker_accounts, name="broker_accounts"),
+    *route("broker-accounts/<id:pk>/sync", pages.broker_account_sync, name="broker_account_sync"),
+    *route("keys", pages.api_keys, name="api_keys"),
+    *route("keys/<id:pk>/revoke", pages.api_key_revoke, name="api_key_revoke"),
+    *route("settings/timezone", pages.timezone_set, name="timezone_set"),
+    *route("fo/chain", marketdata_pages.option_chain, name="fo_chain"),
+    *route("fo/futures", marketdata_pages.futures_view, name="fo_futures"),
     path("", workspace_views.home, name="home"),
 ]
 

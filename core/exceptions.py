@@ -98,6 +98,16 @@ class DatabaseBusy(DomainError):
 DATABASE_BUSY_RETRY_AFTER = 1  # seconds
 
 
+class ServerBusy(DomainError):
+    """This process already serves ``WEB_LIMIT_CONCURRENCY`` requests and no
+    slot freed within ``WEB_LIMIT_WAIT`` seconds (``core.asgi_limits``)."""
+
+    status_code = 503
+    code = "server_busy"
+    default_message = "The server is busy; retry after the time in Retry-After."
+    permanent = False
+
+
 def _is_pool_timeout(exc: Exception) -> bool:
     """Django wraps the pool's ``PoolTimeout`` (a psycopg ``OperationalError``)
     in its own ``OperationalError``; the pool's is the cause."""

@@ -47,6 +47,9 @@ class Loop:
     errors: int = 0
     last_run_at: float | None = None
     last_error: str = ""
+    # Called (sync, bounded by the caller) when ``stop_all`` stops the loop:
+    # a loop holding connections of its own (broker feeds) closes them.
+    on_stop: Callable[[], object] | None = None
     _is_async: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
@@ -57,10 +60,11 @@ _registry: dict[str, Loop] = {}
 _tasks: dict[str, asyncio.Task] = {}
 
 
-def register_loop(name: str, func: LoopFunc, *, interval: float | Callable[[], float]) -> Loop:
+def register_loop(name: str, func: LoopFunc, *, interval: float | Callable[[], float], on_stop: Callable[[], object] | None = None) -> Loop:
     """Register (or replace) a loop. ``interval`` in seconds, or a callable
-    read on each iteration so a setting change in tests takes effect."""
-    loop = Loop(name=name, func=func, interval=interval if callable(interval) else partial(float, interval))
+    read on each iteration so a setting change in tests takes effect;
+    ``on_stop`` runs when ``stop_all`` stops it."""
+    loop = Loop(name=name, func=func, interval=interval if callable(interval) else partial(float, interval), on_stop=on_stop)
     _registry[name] = loop
     return loop
 
@@ -197,11 +201,17 @@ async def stop_all(timeout: float | None = STOP_TIMEOUT) -> None:
     daemon and does not keep the process alive."""
     # Tasks of an event loop that is already closed (a finished asyncio.run) are gone.
     tasks = [task for task in _tasks.values() if not task.get_loop().is_closed()]
+    stopped = [_registry[name] for name in _tasks if name in _registry]
     _tasks.clear()
     for task in tasks:
         task.cancel()
-    if not tasks:
-        return
-    _, pending = await asyncio.wait(tasks, timeout=timeout)
-    if pending:
-        logger.warning("loops still running after %ss, left behind: %s", timeout, ", ".join(t.get_name() for t in pending))
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        if pending:
+            logger.warning("loops still running after %ss, left behind: %s", timeout, ", ".join(t.get_name() for t in pending))
+    for loop in stopped:
+        if loop.on_stop is not None:
+            try:
+                await asyncio.wait_for(asyncio.to_thread(loop.on_stop), timeout=timeout)
+            except Exception:
+                logger.exception("stopping loop %s failed", loop.name, extra={"loop": loop.name})

@@ -9,6 +9,12 @@ from prometheus_client.registry import Collector
 
 
 class WorkersCollector(Collector):
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        # Registration reads the names from here, not from a collect() that
+        # would reach Redis and the database while the apps load.
+        yield GaugeMetricFamily("terminal_celery_workers_alive", "")
+        yield GaugeMetricFamily("terminal_celery_workers_up", "")
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
         from core.health import pipeline_health
 

@@ -66,9 +66,9 @@ class Hit:
 
 @functools.cache
 def _redis():  # type: ignore[no-untyped-def]
-    import redis
+    from core.redis_client import redis_client
 
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    client = redis_client()
     return client, client.register_script(_HIT_SCRIPT)
 
 

@@ -75,3 +75,14 @@ def _documents_another_error_shape(responses: dict[str, Any]) -> bool:
             if schema and schema != _ERROR_REF:
                 return True
     return False
+
+
+def add_links(result: dict[str, Any], operation_id: str, status: str, links: dict[str, dict[str, Any]]) -> None:
+    """OpenAPI links on one answer of ``operation_id`` (what a client, or a
+    stateful fuzzer, may call next with a value of that answer)."""
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            if isinstance(operation, dict) and operation.get("operationId") == operation_id:
+                operation["responses"][status].setdefault("links", {}).update(links)
+                return
+    raise LookupError(f"no operation {operation_id} in the OpenAPI document")

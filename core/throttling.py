@@ -21,6 +21,11 @@ class ThrottleUnavailable(DomainError):
     code = "service_unavailable"
     default_message = "The request limiter is unavailable; try again shortly."
     permanent = False
+    RETRY_AFTER = 5  # seconds: a Redis restart takes a few
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("retry_after", self.RETRY_AFTER)
+        super().__init__(message, **kwargs)
 
 
 class _AtomicRate(throttling.SimpleRateThrottle):

@@ -49,6 +49,7 @@ class InstrumentAdmin(admin.ModelAdmin):
     form = InstrumentForm
     list_display = (
         "symbol",
+        "venue",
         "type",
         "exchange",
         "currency",
@@ -60,17 +61,19 @@ class InstrumentAdmin(admin.ModelAdmin):
         "option_type",
         "active",
     )
-    search_fields = ("symbol", "description", "exchange")
-    list_filter = ("type", "exchange", "active")
+    search_fields = ("symbol", "code", "description", "exchange")
+    list_filter = ("venue", "type", "exchange", "active")
     list_select_related = ("underlying",)
     autocomplete_fields = ("underlying",)
-    readonly_fields = ("created_at", "updated_at")
+    # Venue, code and quote source are set by the venue imports (import_instruments).
+    readonly_fields = ("venue", "code", "quote_source", "created_at", "updated_at")
     actions = ("activate", "deactivate")
     fieldsets = (
         (None, {"fields": ("symbol", "description", "type", "exchange", "currency", "active")}),
         ("Trading", {"fields": ("tick_size", "lot_size", "multiplier", "session", "timezone")}),
         ("Derivative", {"fields": ("underlying", "expiry", "strike", "option_type")}),
-        ("Integration", {"fields": ("broker_codes", "sim_params")}),
+        ("Option models (as an underlying; empty = the FO_ settings' default)", {"fields": ("risk_free_rate", "dividend_yield")}),
+        ("Integration", {"fields": ("venue", "code", "quote_source", "broker_codes", "sim_params")}),
         ("Record", {"fields": ("created_at", "updated_at")}),
     )
 

@@ -26,8 +26,18 @@ class MarketdataConfig(AppConfig):
         register_channel(QuotesChannel())
         register_channel(BarsChannel())
         register_update_listener(on_market_update)
+        from marketdata.fo import stream as chain_stream
+
+        register_channel(chain_stream.ChainChannel())
+        register_update_listener(chain_stream.on_market_update)
         if settings.SIMULATOR_ENABLED:
             register_loop(SIMULATOR_LOOP, simulator_step, interval=lambda: settings.SIMULATOR_TICK_INTERVAL)
+        if settings.BROKER_FEEDS_ENABLED:
+            from marketdata.feeds.registry import BROKER_FEEDS_LOOP, broker_feeds_step, feed_providers_stop
+
+            register_loop(
+                BROKER_FEEDS_LOOP, broker_feeds_step, interval=lambda: settings.BROKER_FEEDS_INTERVAL, on_stop=feed_providers_stop
+            )
         if settings.BAR_BROADCASTER_ENABLED:
             register_loop("marketdata.bar_broadcaster", bar_broadcast_step, interval=lambda: settings.BAR_BROADCASTER_INTERVAL)
         # ValueError: registered already (ready() runs twice in some test set-ups).

@@ -97,13 +97,19 @@ def daily_bars_rebuild(*, instrument: Instrument) -> int:
     """Rebuild every daily row of ``instrument`` from its stored minutes (after
     a change of its session or timezone, or for data stored before the
     aggregate existed). Returns the number of days stored."""
-    minutes = Bar.objects.filter(instrument=instrument, resolution="1").values_list("time", flat=True)
+    return daily_bars_rebuild_of(instrument_id=instrument.pk, tz_name=instrument.timezone, session=instrument.session)
+
+
+def daily_bars_rebuild_of(*, instrument_id: int, tz_name: str, session: str) -> int:
+    """``daily_bars_rebuild`` by the instrument's id, timezone and session: what a
+    migration passes from its historical model (never today's Instrument)."""
+    minutes = Bar.objects.filter(instrument_id=instrument_id, resolution="1").values_list("time", flat=True)
     first, last = minutes.order_by("time").first(), minutes.order_by("-time").first()
     with transaction.atomic():
-        DailyBar.objects.filter(instrument=instrument).delete()
+        DailyBar.objects.filter(instrument_id=instrument_id).delete()
         if first is None or last is None:
             return 0
-        tz = zone(instrument.timezone)
+        tz = zone(tz_name)
         # Every local date from the day before the first minute (an overnight
         # session's evening belongs to the next day) to the day after the last.
         day = first.astimezone(tz).date() - timedelta(days=1)
@@ -111,5 +117,5 @@ def daily_bars_rebuild(*, instrument: Instrument) -> int:
         while day <= last.astimezone(tz).date() + timedelta(days=1):
             days.append(day)
             day += timedelta(days=1)
-        daily_bars_refresh(instrument_id=instrument.pk, tz_name=instrument.timezone, session=instrument.session, days=days)
-    return DailyBar.objects.filter(instrument=instrument).count()
+        daily_bars_refresh(instrument_id=instrument_id, tz_name=tz_name, session=session, days=days)
+    return DailyBar.objects.filter(instrument_id=instrument_id).count()

@@ -55,9 +55,7 @@ def instrument_cache_clear() -> None:
     _state["checked_at"] = -CHECK_EVERY
 
 
-def cached(name: str, load: Callable[[str], T]) -> T:
-    """The entry for ``name``, loaded by ``load`` when this process has none.
-    A ``load`` that raises caches nothing (unknown names are never stored)."""
+def _check_generation() -> None:
     now = time.monotonic()
     if now - _state["checked_at"] >= CHECK_EVERY:
         try:
@@ -68,6 +66,21 @@ def cached(name: str, load: Callable[[str], T]) -> T:
             _clear_local()
             _state["generation"] = generation
         _state["checked_at"] = now
+
+
+def instruments_version() -> int:
+    """A number that changes (in this process) whenever an instrument may have
+    changed here or, within ``CHECK_EVERY`` seconds, in any process: holders of
+    their own per-symbol state (the simulator loop, the bar broadcaster) reload
+    when it moves, so a renamed instrument's state follows it."""
+    _check_generation()
+    return int(_state["version"])
+
+
+def cached(name: str, load: Callable[[str], T]) -> T:
+    """The entry for ``name``, loaded by ``load`` when this process has none.
+    A ``load`` that raises caches nothing (unknown names are never stored)."""
+    _check_generation()
     entry = _entries.get(name)
     if entry is None:
         version = _state["version"]

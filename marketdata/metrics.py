@@ -10,6 +10,12 @@ from prometheus_client.registry import Collector
 
 
 class BroadcastCollector(Collector):
+    def describe(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        # Registration reads the names from here, not from the cache (Redis).
+        for name in ("broadcasts_sent", "broadcasts_skipped", "errors"):
+            yield CounterMetricFamily(f"terminal_marketdata_{name}", "")
+        yield GaugeMetricFamily("terminal_marketdata_subscribers", "", labels=["kind"])
+
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         from marketdata.streaming import broadcast_stats
 

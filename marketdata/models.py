@@ -24,6 +24,13 @@ class Instrument(models.Model):
     symbol = models.CharField(max_length=64, unique=True)
     description = models.CharField(max_length=200, blank=True)
     exchange = models.CharField(max_length=32, blank=True)
+    # Where it trades: SIM (the simulator) or a broker's market (KRX, NSE, BSE,
+    # NFO, a CCXT exchange id upper-cased). A broker's instruments are named
+    # VENUE:CODE; ``code`` is the broker's own (005930, INFY, BTC/USDT).
+    venue = models.CharField(max_length=32, default="SIM", db_index=True)
+    code = models.CharField(max_length=64, blank=True)
+    # The one source of its quotes: "simulator" or a broker feed (kis, kite, ccxt).
+    quote_source = models.CharField(max_length=16, default="simulator")
     type = models.CharField(max_length=10, choices=InstrumentType.choices, default=InstrumentType.STOCK)
     currency = models.CharField(max_length=10, default="USD")
     tick_size = models.DecimalField(max_digits=20, decimal_places=10, default=0.01)
@@ -37,6 +44,19 @@ class Instrument(models.Model):
     underlying = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="derivatives")
     # Broker codes per broker kind, e.g. {"kis": "005930", "kite": "NSE:INFY", "ccxt": "BTC/USDT"}.
     broker_codes = models.JSONField(default=dict, blank=True)
+    # Exchange limits checked before sending (CCXT markets' limits.amount.min / limits.cost.min).
+    min_amount = models.DecimalField(max_digits=28, decimal_places=12, null=True, blank=True, help_text="Smallest order quantity.")
+    min_notional = models.DecimalField(
+        max_digits=28, decimal_places=12, null=True, blank=True, help_text="Smallest order value (qty x price) in the quote currency."
+    )
+    segment = models.CharField(max_length=16, blank=True, default="", help_text="The broker's segment, e.g. Kite's NFO-OPT.")
+    # Option models (marketdata.analytics): per underlying; null means the settings' default.
+    risk_free_rate = models.DecimalField(
+        max_digits=10, decimal_places=6, null=True, blank=True, help_text="Annual, continuous, as a decimal (0.065 = 6.5%)."
+    )
+    dividend_yield = models.DecimalField(
+        max_digits=10, decimal_places=6, null=True, blank=True, help_text="Annual, continuous, as a decimal."
+    )
     # Simulator parameters (start price, annual volatility); empty = not simulated.
     sim_params = models.JSONField(default=dict, blank=True)
     active = models.BooleanField(default=True)

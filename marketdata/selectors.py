@@ -94,6 +94,49 @@ def history_target(*, name: str) -> HistoryTarget:
     return cached(name, _history_target_load)
 
 
+class _NotTradable(LookupError):
+    pass
+
+
+def _tradable_load(key: str) -> Instrument:
+    instrument = Instrument.objects.filter(symbol=key.removeprefix("tradable:"), active=True).first()
+    if instrument is None:
+        raise _NotTradable(key)  # unknown or inactive: never cached
+    return instrument
+
+
+def instrument_tradable(*, symbol: str) -> Instrument | None:
+    """The active instrument of ``symbol`` (exact symbol), or None; without a
+    query once this process has looked it up (``marketdata.instrument_cache``:
+    an instrument written elsewhere is seen within its CHECK_EVERY). The row
+    is shared: read it, never change it."""
+    try:
+        return cached(f"tradable:{symbol}", _tradable_load)
+    except _NotTradable:
+        return None
+
+
+def _instrument_load(key: str) -> Instrument:
+    instrument = Instrument.objects.filter(symbol=key.removeprefix("instrument:")).first()
+    if instrument is None:
+        raise _NotTradable(key)  # unknown: never cached
+    return instrument
+
+
+def instruments_cached(*, symbols: Iterable[str]) -> dict[str, Instrument]:
+    """The instruments of ``symbols`` (active or not) by symbol, unknown ones
+    left out; without a query once this process has looked each one up
+    (``marketdata.instrument_cache``, as ``instrument_tradable``). The rows
+    are shared: read them, never change them."""
+    found: dict[str, Instrument] = {}
+    for symbol in set(symbols):
+        try:
+            found[symbol] = cached(f"instrument:{symbol}", _instrument_load)
+        except _NotTradable:
+            continue
+    return found
+
+
 def instruments_by_symbol(*, symbols: Iterable[str]) -> dict[str, Instrument]:
     return {i.symbol: i for i in Instrument.objects.filter(symbol__in=set(symbols))}
 
@@ -131,6 +174,7 @@ _STREAM_STATS_DEFAULT: dict[str, Any] = {
 def datafeed_health(*, now: float | None = None) -> dict[str, Any]:
     """Feeds with their last tick, plus the stream counters (shared through the
     cache: the feed loop and the broadcaster may run in another process)."""
+    from marketdata.feeds.registry import broker_feeds_status
     from marketdata.simulation import simulator_feed_status
 
     now = now if now is not None else time.time()
@@ -138,6 +182,10 @@ def datafeed_health(*, now: float | None = None) -> dict[str, Any]:
     for feed in feeds:
         last = feed.get("last_tick_time")
         feed["stale"] = bool(feed.get("enabled")) and (last is None or now - last > settings.QUOTE_STALE_SECONDS)
+    # Broker feeds that ran: informational (a market closed for the night is
+    # not an outage; each account's connection is on its status).
+    for broker_feed in broker_feeds_status(ran_only=True):
+        feeds.append({"enabled": settings.BROKER_FEEDS_ENABLED, "steps": 0, **broker_feed, "stale": False})
     stats = dict(_STREAM_STATS_DEFAULT)
     try:
         from marketdata.streaming import broadcast_stats
@@ -152,13 +200,17 @@ def datafeed_health(*, now: float | None = None) -> dict[str, Any]:
     return {"status": status, "time": int(now), "feeds": feeds, **stats}
 
 
-def instruments_list(*, type: str = "", exchange: str = "", active: bool | None = None, search: str = "") -> QuerySet[Instrument]:
+def instruments_list(
+    *, type: str = "", exchange: str = "", venue: str = "", active: bool | None = None, search: str = ""
+) -> QuerySet[Instrument]:
     """Every instrument (active or not, unless asked), for the REST list."""
     qs = Instrument.objects.all()
     if type:
         qs = qs.filter(type=type)
     if exchange:
         qs = qs.filter(exchange__iexact=exchange)
+    if venue:
+        qs = qs.filter(venue=venue.strip().upper())
     if active is not None:
         qs = qs.filter(active=active)
     if search:

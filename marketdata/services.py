@@ -19,6 +19,7 @@ from marketdata.quotes import quotes_store
 from marketdata.sessions import session_problem, timezone_problem
 from marketdata.types import Bar as BarData
 from marketdata.types import Quote, Tick, normalize_resolution
+from marketdata.venues import SIM, symbol_compose, venue_name_problem
 
 INSTRUMENT_FIELDS = {
     "description",
@@ -37,6 +38,14 @@ INSTRUMENT_FIELDS = {
     "broker_codes",
     "sim_params",
     "active",
+    "venue",
+    "code",
+    "quote_source",
+    "risk_free_rate",  # option models (marketdata.fo): null = settings.FO_RISK_FREE_RATE
+    "dividend_yield",
+    "segment",  # the broker's segment (Kite's NFO-OPT, INDICES...)
+    "min_amount",
+    "min_notional",
 }
 
 
@@ -57,12 +66,30 @@ def instrument_upsert(*, symbol: str, **fields: Any) -> Instrument:
         raise InvalidInput(fields=problems)
     with transaction.atomic():
         before = Instrument.objects.filter(symbol=symbol).values_list("timezone", "session").first()
+        if before is None:
+            fields.setdefault("code", symbol if fields.get("venue", SIM) == SIM else "")
+        if (problem := instrument_naming_problem(symbol, fields)) is not None:
+            raise InvalidInput(problem, fields={"venue": [problem]})
         instrument, _ = Instrument.objects.update_or_create(symbol=symbol, defaults=fields)
         if before is not None and before != (instrument.timezone, instrument.session):
             # Its trading days moved: the daily aggregate is regrouped.
             daily_bars_rebuild(instrument=instrument)
         instruments_changed()
     return instrument
+
+
+def instrument_naming_problem(symbol: str, fields: dict[str, Any]) -> str | None:
+    """Why ``symbol`` cannot carry ``fields``' venue and code (``marketdata.venues``):
+    a broker's instrument is ``VENUE:CODE``; a simulated one is its code."""
+    venue = fields.get("venue")
+    if venue is None:
+        return None
+    if (problem := venue_name_problem(str(venue))) is not None:
+        return problem
+    code = fields.get("code")
+    if venue != SIM and code is not None and symbol != symbol_compose(str(venue), str(code)):
+        return f"A {venue} instrument is named {venue}:<code>, not {symbol[:64]}."
+    return None
 
 
 def daily_bars_build(*, symbols: Sequence[str] | None = None) -> dict[str, int]:
@@ -193,6 +220,12 @@ def ticks_ingest(
         touched[(tick.symbol, bar.time)] = bar
     for symbol, bar in builder.drain_completed():
         touched[(symbol, bar.time)] = bar
+    quotes = list(quotes)
+    # A bar's open interest is the feed's latest at the bar's last update (buildup signals read it).
+    open_interest = {q.symbol: q.open_interest for q in quotes if q.open_interest is not None}
+    for (symbol, _), bar in touched.items():
+        if symbol in open_interest:
+            bar.open_interest = open_interest[symbol]
     bars_upsert_many(
         resolution="1",
         bars=[(instrument_ids[symbol], bar) for (symbol, _), bar in touched.items() if symbol in instrument_ids],

@@ -20,8 +20,10 @@ from django.db import transaction
 
 from core.decimals import plain_decimal
 from marketdata.bars import BarBuilder
+from marketdata.feeds.derivatives import RATE
 from marketdata.feeds.simulated import SimInstrument, SimulatedFeed
 from marketdata.feeds.simulator import Simulator
+from marketdata.instrument_cache import instruments_version
 from marketdata.models import Bar, Instrument, InstrumentType
 from marketdata.services import bars_upsert_many, instrument_upsert, ticks_ingest
 from marketdata.sessions import contract_expired, contract_expiry, zone
@@ -30,6 +32,7 @@ from marketdata.types import Quote
 
 logger = logging.getLogger(__name__)
 
+SIMULATOR_SOURCE = "simulator"  # Instrument.quote_source of the simulated instruments
 QuoteListener = Callable[[list[Quote]], None]
 BarListener = Callable[[list[Quote], list[tuple[str, BarData]]], None]
 _quote_listeners: list[QuoteListener] = []
@@ -71,8 +74,10 @@ def _month_expiry(now: float, months_ahead: int, tz_name: str = "UTC", session: 
 
 
 def sim_instruments() -> list[SimInstrument]:
-    """Plain simulator specs of every active instrument that has sim params."""
-    rows = Instrument.objects.filter(active=True).exclude(sim_params={}).select_related("underlying")
+    """Plain simulator specs of every active instrument that has sim params
+    and takes its quotes from the simulator (a broker feed's instrument is
+    never simulated: each instrument has one quote source)."""
+    rows = Instrument.objects.filter(active=True, quote_source=SIMULATOR_SOURCE).exclude(sim_params={}).select_related("underlying")
     out = []
     for inst in rows:
         params: dict[str, Any] = inst.sim_params
@@ -91,6 +96,7 @@ def sim_instruments() -> list[SimInstrument]:
                 strike=float(inst.strike) if inst.strike is not None else None,
                 call=inst.option_type != "put",
                 open_interest=params.get("open_interest"),
+                seed_name=str(params.get("seed_symbol", "")),
             )
         )
     return out
@@ -106,7 +112,8 @@ DEMO_BASES: list[dict[str, Any]] = [
     dict(symbol="005930", description="Samsung Electronics (simulated)", exchange="KRX", type="stock", currency="KRW", tick_size=Decimal("100"),
          timezone="Asia/Seoul", broker_codes={"kis": "005930"}, sim_params={"price": 70000.0, "volatility": 0.3, "volume_per_second": 80}),
     dict(symbol="DEMO:IDX", description="Demo index (simulated)", exchange="DEMO", type="index", currency="USD", tick_size=Decimal("0.05"),
-         timezone="UTC", sim_params={"price": 5000.0, "volatility": 0.18, "volume_per_second": 0}),
+         timezone="UTC", sim_params={"price": 5000.0, "volatility": 0.18, "volume_per_second": 0},
+         risk_free_rate=Decimal(str(RATE)), dividend_yield=Decimal(0)),  # the rate its simulated options are priced at
     dict(symbol="BTC/USDT", description="Bitcoin / Tether (simulated)", exchange="SIMEX", type="crypto", currency="USDT", tick_size=Decimal("0.1"),
          lot_size=Decimal("0.0001"), timezone="UTC", broker_codes={"ccxt": "BTC/USDT"}, sim_params={"price": 60000.0, "volatility": 0.6, "volume_per_second": 3}),
     dict(symbol="ETH/USDT", description="Ether / Tether (simulated)", exchange="SIMEX", type="crypto", currency="USDT", tick_size=Decimal("0.01"),
@@ -231,6 +238,7 @@ class SimulatorRuntime:
     instrument_ids: dict[str, int] = field(default_factory=dict)
     loaded_at: float = 0.0
     steps: int = 0
+    instruments_version: int = -1
 
 
 _runtime: SimulatorRuntime | None = None
@@ -241,7 +249,11 @@ RELOAD_INSTRUMENTS_EVERY = 60.0
 def _runtime_get(now: float) -> SimulatorRuntime:
     global _runtime
     with _runtime_lock:
-        if _runtime is None or now - _runtime.loaded_at > RELOAD_INSTRUMENTS_EVERY:
+        version = instruments_version()
+        # An instrument written (renamed, deactivated, moved aside for a
+        # broker's): reload at once, so no tick is stored under a name that
+        # now belongs to another instrument.
+        if _runtime is None or now - _runtime.loaded_at > RELOAD_INSTRUMENTS_EVERY or version != _runtime.instruments_version:
             feed = SimulatedFeed(sim_instruments(), settings.SIMULATOR_SEED)
             if _runtime is not None:
                 # Keep where each symbol's ticks stopped and the open bars.
@@ -256,7 +268,7 @@ def _runtime_get(now: float) -> SimulatorRuntime:
                 feed.last_second.update({symbol: minute - 1 for symbol in feed.symbols()})
                 builder = BarBuilder()
             ids = dict(Instrument.objects.filter(symbol__in=feed.symbols()).values_list("symbol", "id"))
-            _runtime = SimulatorRuntime(feed=feed, builder=builder, instrument_ids=ids, loaded_at=now)
+            _runtime = SimulatorRuntime(feed=feed, builder=builder, instrument_ids=ids, loaded_at=now, instruments_version=version)
         return _runtime
 
 
@@ -276,17 +288,23 @@ def simulator_step(now: float | None = None) -> tuple[list[Quote], list[tuple[st
     runtime.steps += 1
     if batch.ticks:
         cache.set(FEED_STATUS_KEY, {"last_tick_time": now, "symbols": len(runtime.feed.instruments), "steps": runtime.steps}, timeout=None)
+    market_update_notify(batch.quotes, touched)
+    return batch.quotes, touched
+
+
+def market_update_notify(quotes: list[Quote], touched: list[tuple[str, BarData]]) -> None:
+    """Hand a step's fresh quotes and touched 1-minute bars to the listeners
+    (paper matching, the broadcaster): the simulator's and broker feeds' alike."""
     for listener in _quote_listeners:
         try:
-            listener(batch.quotes)
+            listener(quotes)
         except Exception:
             logger.exception("quote listener failed")
     for update_listener in _update_listeners:
         try:
-            update_listener(batch.quotes, touched)
+            update_listener(quotes, touched)
         except Exception:
             logger.exception("market update listener failed")
-    return batch.quotes, touched
 
 
 FEED_STATUS_KEY = "md:feed:simulator"

@@ -30,6 +30,7 @@ from accounts.models import User
 from core.decimals import decimal_str
 from core.exceptions import InvalidInput, NotFound
 from marketdata.bars import Columns, bucket_function
+from marketdata.instrument_cache import instruments_version
 from marketdata.models import Instrument
 from marketdata.quotes import quote_as_dict, quote_get
 from marketdata.selectors import bars_history, instrument_get
@@ -154,7 +155,9 @@ class QuotesChannel(ChannelHandler):
         await database_sync_to_async(instrument_get)(symbol=self.symbol(channel))
 
     async def snapshot(self, *, user: User, channel: str) -> tuple[int, Any]:
-        quote = quote_get(self.symbol(channel))
+        # Off the event loop: without the simulator loop in this process the
+        # quote is computed from the simulated instruments (a database read).
+        quote = await database_sync_to_async(quote_get)(self.symbol(channel))
         if quote is None:
             return 0, None
         return int(quote.time * 1000), quote_as_dict(quote)
@@ -300,6 +303,7 @@ class Broadcaster:
         self.timezones: dict[str, tuple[str, str]] = {}
         self.buckets: dict[tuple[str, str, str], Callable[[int], int | None]] = {}
         self.last_bar_publish = 0.0
+        self.instruments_version = -1
         self.lock = threading.Lock()
 
     # quotes ----------------------------------------------------------------------
@@ -339,7 +343,14 @@ class Broadcaster:
     def bars_update(self, touched: list[tuple[str, BarData]]) -> None:
         """Fold 1-minute bars (in time order) into every subscribed bar channel."""
         channels = subscribed_channels("bars:")
+        version = instruments_version()
         with self.lock:
+            if version != self.instruments_version:
+                # An instrument changed (a session, or a name moved aside to
+                # SIM:<symbol>): forming bars start again from what is stored.
+                self.timezones.clear()
+                self.aggs.clear()
+                self.instruments_version = version
             for gone in set(self.aggs) - set(channels):
                 del self.aggs[gone]
             if not channels:

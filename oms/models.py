@@ -158,6 +158,10 @@ class DealKind(models.TextChoices):
     TRADE = "trade", "Trade"
     CLOSE_BY = "close_by", "Close by"
     REASSIGN = "reassign", "Reassign"
+    # What the broker already held when the terminal first synced the account
+    # (or a correction staff booked): opens the position at the broker's
+    # quantity and average price, so selling a holding reduces it.
+    EXTERNAL = "external", "External (held at the broker)"
 
 
 class PositionSide(models.TextChoices):
@@ -266,6 +270,7 @@ class Deal(models.Model):
     realized_pnl_base = models.DecimalField(**QTY, null=True, blank=True, default=0)
     kind = models.CharField(max_length=10, choices=DealKind.choices, default=DealKind.TRADE)
     broker_trade_id = models.CharField(max_length=64, null=True, blank=True)
+    payload = models.JSONField(default=dict, blank=True)  # raw broker payload, secrets masked
     # reassign: the deal this booking moves (reversal and repetition both point at it).
     origin = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="bookings")
     executed_at = models.DateTimeField()

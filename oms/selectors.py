@@ -18,6 +18,7 @@ from accounts.models import User
 from brokers.base import BrokerError, Holding
 from brokers.models import BrokerAccount
 from brokers.registry import broker_for
+from brokers.services import broker_account_get_for_user
 from core.exceptions import DomainError
 from core.filters import IdFilter, IsoDateTimeFilter
 from oms.errors import NotFound
@@ -27,10 +28,20 @@ from oms.models import FINAL_STATUSES, OPEN_STATUSES, Deal, DealKind, Order, Ord
 
 
 class _AccountListFilter(django_filters.FilterSet):
-    account_id = IdFilter(field_name="account_id", help_text="Only this account (one of yours).")
+    account_id = IdFilter(
+        field_name="account_id", method="_own_account", help_text="Only this account (one of yours; another's is a 404 not_found)."
+    )
     symbol = django_filters.CharFilter(field_name="symbol", help_text="Exact symbol, e.g. BTC/USDT.")
     side = django_filters.ChoiceFilter(field_name="side", choices=Side.choices)
     strategy_id = django_filters.CharFilter(field_name="strategy_id")
+
+    def _own_account(self, queryset: QuerySet, name: str, value: int | None) -> QuerySet:
+        # Another user's account (or none) is not found, as its own URL answers,
+        # rather than an empty list that says it exists and is empty.
+        if value is None:
+            return queryset
+        account = broker_account_get_for_user(user=self.request.user, account_id=value)  # type: ignore[union-attr]
+        return queryset.filter(account_id=account.pk)
 
 
 def _time_range(filterset: type[django_filters.FilterSet], field: str) -> type[django_filters.FilterSet]:

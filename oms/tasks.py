@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 
 from oms.models import Order
 
@@ -10,14 +11,10 @@ from oms.models import Order
 @shared_task(name="oms.orders_submit", bind=True, max_retries=20, acks_late=True)
 def orders_submit_task(self, order_ids: list[int]) -> list[int]:  # type: ignore[no-untyped-def]
     """Send pending orders (a batch in one task: one enqueue per batch)."""
-    from oms.services.send import order_submit
+    from oms.services.send import orders_submit_in_order
 
-    retry = []
-    for order_id in order_ids:
-        if not Order.objects.filter(pk=order_id).exists():
-            continue
-        if order_submit(order_id=order_id).retry:
-            retry.append(order_id)
+    # In order per account, one account at a time per lock (see the service).
+    retry = [outcome.order_id for outcome in orders_submit_in_order(order_ids=order_ids) if outcome.retry]
     if retry and not self.request.is_eager:
         # Surely not sent (broker unavailable): try again later; the sweeper also finds them.
         # Eager (the embedded default) a retry would re-run at once, 20 times, inside the
@@ -57,13 +54,10 @@ def orders_sweep_task() -> dict:
 @shared_task(name="oms.account_reconcile", acks_late=True)
 def account_reconcile_task(account_id: int) -> dict | None:
     """Reconcile one account with its broker (scheduled, or on demand)."""
-    from brokers.models import BrokerAccount
-    from oms.services.reconcile import account_reconcile
+    from oms.services.reconcile import account_reconcile_by_id
 
-    account = BrokerAccount.objects.filter(pk=account_id).first()
-    if account is None:
-        return None
-    return account_reconcile(account=account).as_dict()
+    summary = account_reconcile_by_id(account_id)
+    return None if summary is None else summary.as_dict()
 
 
 @shared_task(name="oms.accounts_reconcile_all", acks_late=True)
@@ -83,3 +77,29 @@ def positions_mark_task() -> int:
     from oms.services.positions import positions_mark_all
 
     return positions_mark_all()
+
+
+# --- account sync (funds, holdings, positions, open orders, the day's fills) ---
+
+# A sync that outlives its lock could overlap the next one: stopped first.
+_SYNC_LIMIT = settings.ACCOUNT_SYNC_TIME_LIMIT
+
+
+@shared_task(name="oms.account_sync", acks_late=True, soft_time_limit=_SYNC_LIMIT, time_limit=_SYNC_LIMIT + 10)
+def account_sync_task(account_id: int) -> dict:
+    """Sync one account with its broker; skipped when one is running for it."""
+    from oms.services.sync import account_sync
+
+    return account_sync(account_id=account_id).as_dict()
+
+
+@shared_task(name="oms.accounts_sync_all", acks_late=True)
+def accounts_sync_all_task() -> list[int]:
+    """One sync task per active real account: they run in parallel on the
+    workers, and one that waited longer than the interval is dropped."""
+    from oms.services.sync import accounts_to_sync
+
+    account_ids = accounts_to_sync()
+    for account_id in account_ids:
+        account_sync_task.apply_async((account_id,), expires=settings.ACCOUNT_SYNC_INTERVAL)
+    return account_ids

@@ -10,6 +10,7 @@ from django.conf import settings
 
 from streams.frames import CLOSE_CODES
 from streams.registry import channel_handlers, command_message_schema
+from streams.upstream import asyncapi_messages
 
 _ERROR = {
     "type": "object",
@@ -35,6 +36,15 @@ CLIENT_OPS: dict[str, dict[str, Any]] = {
     "ping": {"data": {}},
     "pong": {"data": {"description": "The data of the server's ping, echoed."}},
 }
+
+# Other WebSocket paths apps serve (aliases of the gateway), by path: AsyncAPI channel entries.
+_endpoints: dict[str, dict[str, Any]] = {}
+
+
+def register_endpoint_doc(path: str, entry: dict[str, Any]) -> None:
+    """Document another WebSocket path (registered in an app's ``ready()``)."""
+    _endpoints[path] = entry
+
 
 SERVER_TYPES = ["hello", "subscribed", "unsubscribed", "snapshot", "update", "ack", "error", "ping", "pong"]
 
@@ -71,6 +81,9 @@ def document() -> dict[str, Any]:
         }
         for kind in SERVER_TYPES
     }
+    upstream = asyncapi_messages()  # the upstream CCXT OMS's frames (streams.upstream)
+    client_messages.update(upstream["client"])
+    server_messages.update(upstream["server"])
     channels: dict[str, Any] = {
         "/api/v1/ws": {
             "description": (
@@ -79,12 +92,15 @@ def document() -> dict[str, Any]:
                 "has its own seq: account channels are gap-free (first update = snapshot.seq + 1), "
                 "market channels deliver the latest value. Answer each server ping with a pong echoing "
                 "its data. Close codes: 4001 unauthenticated, 4003 foreign origin (handshake refused, HTTP 403), "
-                "4008 pong timeout; each close after the handshake follows an error frame saying why."
+                "4008 pong timeout; each close after the handshake follows an error frame saying why. "
+                'The upstream CCXT OMS\'s frames ({"action": ...} instead of {"op": ...}, upstream.* messages) '
+                "are served too, with the handshake's x-account-id header as their default account."
             ),
             "publish": {"message": {"oneOf": [{"$ref": f"#/components/messages/{name}"} for name in client_messages]}},
             "subscribe": {"message": {"oneOf": [{"$ref": f"#/components/messages/{name}"} for name in server_messages]}},
         }
     }
+    channels.update(_endpoints)
     schemas: dict[str, Any] = {}
     for handler in channel_handlers().values():
         channels.update(handler.asyncapi_channels())

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -28,17 +29,29 @@ from django.http.request import split_domain_port, validate_host
 from accounts.models import ApiKey, User
 from accounts.revocation import key_group, user_group
 from accounts.services import api_key_authenticate_from, credentials_valid
-from core.exceptions import DomainError, error_body
-from streams import frames
+from core.exceptions import DomainError, Forbidden, InvalidInput, error_body
+from streams import frames, upstream
 from streams.delivery import Delivery, delivery_for
 from streams.frames import CLOSE_FORBIDDEN_ORIGIN, CLOSE_PONG_TIMEOUT, CLOSE_UNAUTHENTICATED, StreamEvent
 from streams.hub import Hub, hub_for
-from streams.registry import ChannelHandler, command_handler, handler_for
+from streams.registry import ChannelHandler, call_handler, command_handler, handler_for
+from streams.subscribers import subscriber_add
 
 logger = logging.getLogger(__name__)
 
 MAX_SUBSCRIPTIONS = 200
 MAX_FRAME_BYTES = 64 * 1024
+# Open connections per endpoint, counted across processes like channel
+# subscribers (``streams.subscribers``) under this prefix: GET /ws/status.
+CONNECTIONS_PREFIX = "ws-connections:"
+
+
+class CredentialsRevoked(DomainError):
+    """Found when a command re-authorizes: the socket closes after the error frame."""
+
+    status_code = 401
+    code = "authentication_failed"
+    default_message = "The credentials of this connection were revoked or expired."
 
 
 @dataclass
@@ -120,6 +133,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     layer_down = False
     closed = False
     writer: asyncio.Task | None = None
+    endpoint = "gateway"  # the name its open connections are counted under
+    counted_connection = False
 
     async def __call__(self, scope, receive, send):  # type: ignore[no-untyped-def]
         """channels' AsyncConsumer.__call__, with a channel-layer receive that
@@ -179,6 +194,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         self.closed = False
 
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.scope.get("headers", [])}
+        # The upstream CCXT OMS's clients name their default account on the handshake.
+        self.default_account = upstream.default_account(headers.get(upstream.ACCOUNT_HEADER))
         origin = headers.get("origin")
         if origin is not None and not _origin_allowed(origin, headers.get("host", ""), _server_scheme(self.scope, headers)):
             # Closing before accept refuses the handshake (HTTP 403).
@@ -188,6 +205,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         raw_key = headers.get("x-api-key")
         session_user = self.scope.get("user")
         await self.accept()
+        await self._count_connection(+1)
         if raw_key is not None:
             if not await self._authenticate_key(raw_key, request_id=None):
                 return
@@ -200,8 +218,23 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             self.tasks.append(asyncio.ensure_future(self._auth_deadline()))
         self.tasks.append(asyncio.ensure_future(self._heartbeat()))
 
+    async def _count_connection(self, delta: int) -> None:
+        if self.counted_connection == (delta > 0):
+            return
+        self.counted_connection = delta > 0
+        await self._count(CONNECTIONS_PREFIX + self.endpoint, delta)
+
+    @staticmethod
+    async def _count(name: str, delta: int) -> None:
+        try:
+            # Redis in production: off the event loop.
+            await sync_to_async(subscriber_add, thread_sensitive=False)(name, delta)
+        except Exception:  # a count is not worth a connection
+            logger.warning("connection count not updated", exc_info=True)
+
     async def disconnect(self, code: int) -> None:
         self.closed = True
+        await self._count_connection(-1)
         for task in self.tasks:
             task.cancel()
         if self.writer is not None:
@@ -383,6 +416,9 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         except ValueError:
             await self.send_error(None, "bad_frame", "The frame is not valid JSON.")
             return
+        if upstream.is_upstream(message):
+            await self._upstream_frame(message)
+            return
         if not isinstance(message, dict) or not isinstance(message.get("op"), str):
             await self.send_error(None, "bad_frame", "A frame is a JSON object with an 'op'.")
             return
@@ -417,6 +453,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             await handler(message, request_id)
         except DomainError as exc:
             await self.send_error(request_id, exc.code, exc.message, exc.fields)
+            if isinstance(exc, CredentialsRevoked):
+                await self._close(CLOSE_UNAUTHENTICATED)
         except Exception:
             # A bug in one handler costs this request, not the connection.
             logger.exception("websocket op %s failed", op)
@@ -476,23 +514,119 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         await self.unsubscribe(channel, request_id)
 
     async def _op_command(self, message: dict[str, Any], request_id: Any) -> None:
+        result = await self._run_command({k: v for k, v in message.items() if k != "op"})
+        await self.send_frame({"type": "ack", "request_id": request_id, "data": result})
+
+    async def _authorize_trade(self, what: str) -> None:
+        """A trade-scope key (or a session), re-authorized on arrival: a
+        revocation in any process counts, even if its announcement to this
+        socket was lost."""
         if self.api_key is not None and not self.api_key.can_trade:
-            await self.send_error(request_id, "permission_denied", "This API key has the read scope; commands need the trade scope.")
-            return
+            raise Forbidden(f"This API key has the read scope; {what} need the trade scope.")
+        if not await self._still_authorized():
+            raise CredentialsRevoked()
+
+    async def _run_command(self, body: dict[str, Any]) -> dict[str, Any]:
+        """One command envelope, as the ``command`` op runs it; a refusal raises."""
+        await self._authorize_trade("commands")
         run = command_handler()
         if run is None:
-            await self.send_error(request_id, "command_unavailable", "Commands are not available on this server.")
-            return
+            raise DomainError("Commands are not available on this server.", code="command_unavailable")
         assert self.user is not None
-        # Re-authorized on arrival: a revocation in any process counts, even if
-        # its announcement to this socket was lost.
-        if not await self._still_authorized():
-            await self.send_error(request_id, "authentication_failed", "The credentials of this connection were revoked or expired.")
-            await self._close(CLOSE_UNAUTHENTICATED)
+        return await run(self.user, self.api_key, body)
+
+    # --- the upstream CCXT OMS's frames (streams.upstream) ----------------------------------
+
+    async def _upstream_frame(self, message: dict[str, Any]) -> None:
+        action, namespace = message["action"], message.get("namespace")
+        payload = message.get("payload", {})
+        if payload is None:
+            payload = {}
+        if action == "ping":
+            # An upstream client does not know the pong op: its ping shows it is there.
+            self.pending_ping = None
+            await self.send_frame(upstream.response(message, event="pong", payload={}))
             return
-        body = {k: v for k, v in message.items() if k != "op"}
-        result = await run(self.user, self.api_key, body)
-        await self.send_frame({"type": "ack", "request_id": request_id, "data": result})
+        try:
+            if not isinstance(payload, dict):
+                raise InvalidInput("'payload' is an object.", fields={"payload": ["An object."]})
+            if self.user is None:
+                raise DomainError(
+                    "Authenticate first (X-API-Key on the handshake, or an auth op frame).", code="not_authenticated", status_code=401
+                )
+            if action == "subscribe":
+                await self._upstream_subscribe(message, payload)
+            elif namespace == "position" and action == "command":
+                body = {**payload, "account_id": self._upstream_account(payload)}
+                result = await self._run_command(body)
+                ok = bool(result.get("ok", True)) if isinstance(result, dict) else True
+                await self.send_frame(upstream.response(message, event="command_result", payload=result, ok=ok))
+            elif namespace == "ccxt" and action == "call":
+                account_id = self._upstream_account(payload)
+                run = call_handler("ccxt")
+                if run is None:
+                    raise DomainError("CCXT calls are not available on this server.", code="call_unavailable")
+                await self._authorize_trade("pass-through calls")
+                assert self.user is not None
+                result = await run(self.user, account_id, {k: v for k, v in payload.items() if k != "account_id"})
+                await self.send_frame(upstream.response(message, event="ccxt_result", payload={"result": result}))
+            else:
+                raise DomainError(
+                    f"Unsupported action '{str(namespace)[:50]}/{action[:50]}': ping, subscribe, position/command, ccxt/call.",
+                    code="unsupported_action",
+                )
+        except DomainError as exc:
+            await self.send_frame(upstream.error(message, exc.code, exc.message, exc.fields))
+            if isinstance(exc, CredentialsRevoked):
+                await self._close(CLOSE_UNAUTHENTICATED)
+        except Exception:
+            logger.exception("upstream websocket frame %s failed", action[:50])
+            await self.send_frame(upstream.error(message, "internal_error", "The server failed to handle this frame."))
+
+    def _upstream_account(self, payload: dict[str, Any]) -> int:
+        """``payload.account_id``, else the handshake's ``x-account-id``."""
+        raw = payload.get("account_id", self.default_account)
+        if raw is None:
+            raise InvalidInput(
+                "Name the account: the x-account-id header of the handshake, or payload.account_id.",
+                code="missing_account_id",
+                fields={"account_id": ["Required."]},
+            )
+        if isinstance(raw, bool) or not isinstance(raw, int) or not 0 < raw < 2**63:
+            raise InvalidInput("'account_id' is a positive integer.", fields={"account_id": ["A positive integer."]})
+        return raw
+
+    async def _upstream_subscribe(self, message: dict[str, Any], payload: dict[str, Any]) -> None:
+        namespaces = payload.get("namespaces") or ["position"]
+        if not isinstance(namespaces, list) or not all(isinstance(n, str) and n in upstream.NAMESPACE_CHANNELS for n in namespaces):
+            raise InvalidInput(
+                f"'namespaces' is a list of {', '.join(upstream.NAMESPACE_CHANNELS)}.", fields={"namespaces": ["Unknown namespace."]}
+            )
+        raw_ids = payload.get("account_ids")
+        if raw_ids is None:
+            ids = [self._upstream_account({})]
+        elif not isinstance(raw_ids, list) or not 0 < len(raw_ids) <= upstream.MAX_SUBSCRIBE_ACCOUNTS:
+            raise InvalidInput(
+                f"'account_ids' is a list of 1 to {upstream.MAX_SUBSCRIBE_ACCOUNTS} account ids.", fields={"account_ids": ["A list."]}
+            )
+        else:
+            ids = [self._upstream_account({"account_id": raw}) for raw in raw_ids]
+        ids = sorted(set(ids))
+        wanted = sorted(set(namespaces))
+        channels = [f"{prefix}:{pk}" for pk in ids for ns in wanted for prefix in upstream.NAMESPACE_CHANNELS[ns]]
+        assert self.user is not None
+        for channel in channels:  # all authorized before any is joined: one refused, none subscribed
+            handler = handler_for(channel)
+            if handler is None:
+                raise DomainError(f"Channel '{channel}' is not available on this server.", code="unknown_channel")
+            await handler.authorize(user=self.user, channel=handler.canonical(channel))
+        await self.send_frame(
+            upstream.response(
+                message, event="subscribed", namespace="system", payload={"namespaces": wanted, "account_ids": ids, "channels": channels}
+            )
+        )
+        for channel in channels:
+            await self.subscribe(channel, message.get("id"))
 
     # --- subscriptions -------------------------------------------------------------------
 

@@ -41,6 +41,15 @@ class StreamEvent(TypedDict):
     frame: str
 
 
+class StreamEvents(TypedDict):
+    """A channel-layer message carrying several updates of one channel, in
+    order (one publish for a batch)."""
+
+    type: Literal["stream.updates"]
+    channel: str
+    events: list[StreamEvent]
+
+
 def encode(frame: ServerFrame | dict[str, Any]) -> str:
     return dumps(frame).decode()
 

@@ -4,7 +4,7 @@ Consumers register with the hub of their event loop for each channel they
 subscribe to. The hub joins the channel's group once (when the first local
 consumer comes, leaving it when the last goes) on a channel-layer channel of
 its own, and hands every ``stream.update`` it receives — one pre-encoded frame
-— to each local consumer with a plain (non-async) call: the consumer applies
+(or each of a ``stream.updates``, a batch's updates of one channel) — to each local consumer with a plain (non-async) call: the consumer applies
 its per-client ordering (``streams.delivery``) and queues the frame for its
 socket. One receive per publish per process, whatever the number of clients;
 no consumer's socket can hold up the others (each has its own bounded queue).
@@ -117,6 +117,15 @@ class Hub:
         delay = 0.2
         failures = 0
         while True:
+            if self.down:
+                # No read until the groups are re-joined: a restarted Redis has
+                # forgotten them, and a read that succeeds before then waits
+                # forever on a channel no group names.
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                await self._recover()
+                failures = 0
+                continue
             try:
                 message: dict[str, Any] = await self.layer.receive(self.channel_name)
             except asyncio.CancelledError:
@@ -125,26 +134,29 @@ class Hub:
                 if _cancelling():
                     raise asyncio.CancelledError from None  # the layer turned our cancel into its own error
                 failures += 1
-                if failures == 1 and not self.down:
+                if failures == 1:
                     continue  # one failed read (a timeout) is not an outage: read again at once
-                if not self.down:
-                    self.down = True
-                    logger.warning("channel layer receive failed; updates paused", exc_info=True)
-                    for member in self._all_members():
-                        member.hub_down()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                await self._recover()
+                self.down = True
+                logger.warning("channel layer receive failed; updates paused", exc_info=True)
+                for member in self._all_members():
+                    member.hub_down()
                 continue
             failures, delay = 0, 0.2
-            if message.get("type") != "stream.update":
+            kind = message.get("type")
+            if kind == "stream.update":
+                events = [message]
+            elif kind == "stream.updates":  # several updates of one channel, in order
+                events = message["events"]
+            else:
                 continue
             self.received += 1
-            for member in list(self.members.get(message["channel"], ())):
-                try:
-                    member.hub_update(message)  # type: ignore[arg-type]
-                except Exception:  # one client's bug costs that client, not the others
-                    logger.exception("delivery to a consumer failed")
+            members = list(self.members.get(message["channel"], ()))
+            for event in events:
+                for member in members:
+                    try:
+                        member.hub_update(event)  # type: ignore[arg-type]
+                    except Exception:  # one client's bug costs that client, not the others
+                        logger.exception("delivery to a consumer failed")
 
     async def _recover(self) -> None:
         assert self.channel_name is not None

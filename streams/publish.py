@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from channels.layers import DEFAULT_CHANNEL_LAYER, BaseChannelLayer, InMemoryChannelLayer, channel_layers, get_channel_layer
@@ -29,7 +30,7 @@ from django.db import transaction
 from django.dispatch import receiver
 
 from core.loops import run_in_event_loop
-from streams.frames import StreamEvent, encode
+from streams.frames import StreamEvent, StreamEvents, encode
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +50,29 @@ def build_event(channel: str, seq: int, data: Any, *, latest: bool = False) -> S
     return {"type": "stream.update", "channel": channel, "seq": seq, "latest": latest, "frame": frame}
 
 
-async def _send(layer: BaseChannelLayer, channel: str, event: StreamEvent) -> bool:
+async def _send(layer: BaseChannelLayer, channel: str, event: StreamEvent | StreamEvents) -> bool:
     try:
         await layer.group_send(group_for(channel), event)
     except Exception:
         logger.exception("publish to %s failed", channel)
         return False
     return True
+
+
+def build_message(channel: str, events: list[StreamEvent]) -> StreamEvent | StreamEvents:
+    """One channel-layer message for a channel's updates: the event itself,
+    or several in one ``stream.updates`` (in order), which the hubs hand to
+    their consumers one by one."""
+    if len(events) == 1:
+        return events[0]
+    return {"type": "stream.updates", "channel": channel, "events": events}
+
+
+async def _send_many(layer: BaseChannelLayer, messages: list[tuple[str, StreamEvent | StreamEvents]]) -> bool:
+    sent = True
+    for channel, message in messages:
+        sent = await _send(layer, channel, message) and sent
+    return sent
 
 
 async def apublish(channel: str, seq: int, data: Any, *, latest: bool = False) -> bool:
@@ -96,12 +113,16 @@ class _Publisher:
             self.loop.close()
 
     def send(self, channel: str, event: StreamEvent) -> bool:
-        future = asyncio.run_coroutine_threadsafe(_send(self.layer, channel, event), self.loop)
+        return self.send_many([(channel, event)])
+
+    def send_many(self, messages: list[tuple[str, StreamEvent | StreamEvents]]) -> bool:
+        """Send the messages in order, in one hop to the publisher's loop."""
+        future = asyncio.run_coroutine_threadsafe(_send_many(self.layer, messages), self.loop)
         try:
             return future.result(timeout=PUBLISH_TIMEOUT)
         except concurrent.futures.TimeoutError:
             future.cancel()
-            logger.warning("publish to %s dropped: not done within %gs", channel, PUBLISH_TIMEOUT)
+            logger.warning("publish to %s dropped: not done within %gs", ", ".join(c for c, _ in messages), PUBLISH_TIMEOUT)
             return False
 
 
@@ -133,16 +154,42 @@ def _reset_publisher(*, setting: str, **kwargs: Any) -> None:
 def publish(channel: str, seq: int, data: Any, *, latest: bool = False) -> bool:
     """``apublish`` for sync code (never call it on an event loop's thread).
     False when the update was not published."""
+    return publish_many([(channel, seq, data)], latest=latest)
+
+
+# The updates held back by the ``publishing_batched`` block open in this thread.
+_batch = threading.local()
+
+
+def publish_many(updates: list[tuple[str, int, Any]], *, latest: bool = False) -> bool:
+    """Publish updates (channel, seq, data) from sync code: one channel-layer
+    message per channel (its updates in the given order), all in one hop to
+    the process's publisher. Inside ``publishing_batched`` they are held
+    until the block ends. False when something was not published."""
+    if not updates:
+        return True
+    held: list[tuple[str, int, Any, bool]] | None = getattr(_batch, "updates", None)
+    if held is not None:
+        held.extend((channel, seq, data, latest) for channel, seq, data in updates)
+        return True
+    return _publish_now([(channel, build_event(channel, seq, data, latest=latest)) for channel, seq, data in updates])
+
+
+def _publish_now(events: list[tuple[str, StreamEvent]]) -> bool:
     layer = get_channel_layer()
     if layer is None:
         return False
+    by_channel: dict[str, list[StreamEvent]] = {}
+    for channel, event in events:
+        by_channel.setdefault(channel, []).append(event)
+    messages = [(channel, build_message(channel, group)) for channel, group in by_channel.items()]
     if isinstance(layer, InMemoryChannelLayer):
         # On the server's loop; from a loop iteration the wait is bounded (the
         # loop stops when the server does).
         try:
-            return run_in_event_loop(apublish(channel, seq, data, latest=latest), timeout=PUBLISH_TIMEOUT)
+            return run_in_event_loop(_send_many(layer, messages), timeout=PUBLISH_TIMEOUT)
         except TimeoutError as exc:
-            logger.warning("publish to %s dropped: %s", channel, exc)
+            logger.warning("publish to %s dropped: %s", ", ".join(by_channel), exc)
             return False
     try:
         asyncio.get_running_loop()
@@ -150,7 +197,28 @@ def publish(channel: str, seq: int, data: Any, *, latest: bool = False) -> bool:
         pass
     else:
         raise RuntimeError("publish() would block the running event loop: await apublish() instead")
-    return _process_publisher().send(channel, build_event(channel, seq, data, latest=latest))
+    return _process_publisher().send_many(messages)
+
+
+@contextlib.contextmanager
+def publishing_batched() -> Iterator[None]:
+    """Hold this thread's sync publishes until the block ends, then send them
+    as one message per channel (a batch of orders sent and booked in several
+    transactions: one publish per channel, not one per order or per
+    transaction). Each update keeps its sequence number, so subscribers see
+    the same frames in the same order. Nested blocks join the outer one; an
+    exception still publishes what was held (it was committed)."""
+    if getattr(_batch, "updates", None) is not None:
+        yield
+        return
+    _batch.updates = []
+    try:
+        yield
+    finally:
+        held: list[tuple[str, int, Any, bool]] = _batch.updates
+        _batch.updates = None
+        if held:
+            _publish_now([(channel, build_event(channel, seq, data, latest=latest)) for channel, seq, data, latest in held])
 
 
 def publish_on_commit(channel: str, seq: int, data: Any, *, latest: bool = False) -> None:

@@ -85,3 +85,19 @@ def command_handler() -> CommandHandler | None:
 def command_message_schema() -> dict[str, Any] | None:
     """The registered ``command`` frame schema (None: no commands here)."""
     return None if _command_schema is None else _command_schema()
+
+
+#: Runs a pass-through call of an upstream namespace (``{"namespace": "ccxt",
+#: "action": "call"}``): ``(user, account_id, payload) -> answer``; a refusal
+#: raises a DomainError. Registered by the app that owns the namespace.
+CallHandler = Callable[[User, int, dict[str, Any]], Awaitable[Any]]
+
+_call_handlers: dict[str, CallHandler] = {}
+
+
+def register_call_handler(namespace: str, handler: CallHandler) -> None:
+    _call_handlers[namespace] = handler
+
+
+def call_handler(namespace: str) -> CallHandler | None:
+    return _call_handlers.get(namespace)

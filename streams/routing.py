@@ -26,3 +26,11 @@ websocket_urlpatterns = [
     re_path(r"^api/v1/ws/?$", GatewayConsumer.as_asgi()),
     re_path(r"", unknown_path),
 ]
+
+
+def register_websocket_route(route: Any) -> None:
+    """An app's own WebSocket path (an alias of the gateway), registered in
+    its ``AppConfig.ready()``: tried before the catch-all, once."""
+    if any(str(r.pattern) == str(route.pattern) for r in websocket_urlpatterns):
+        return
+    websocket_urlpatterns.insert(len(websocket_urlpatterns) - 1, route)

@@ -57,6 +57,9 @@ class FakeVenue:
     funds: Funds | None = None  # what funds() answers (default: 1,000,000 USD)
     order_types: frozenset[str] = ALL_ORDER_TYPES
     times_in_force: frozenset[str] = ALL_TIMES_IN_FORCE
+    # A scripted venue trades whatever the test names (like paper); False:
+    # only its account kind's venues (marketdata.venues), as a real broker.
+    any_instrument: bool = True
 
     def broker(self, account):  # the registry factory
         self.account_id = account.pk
@@ -71,6 +74,7 @@ class FakeBroker:
             supports_client_order_id=True,
             order_types=venue.order_types,
             times_in_force=venue.times_in_force,
+            any_instrument=venue.any_instrument,
         )
 
     def _status(self, request: OrderRequest, broker_id: str, status: str, filled: Decimal = Decimal(0)) -> OrderStatus:

@@ -42,6 +42,14 @@ def make_instruments() -> None:
     instrument_upsert(symbol="FUT", type="future", tick_size=Decimal("0.25"), lot_size=Decimal(1), multiplier=Decimal(50))
 
 
+def oms_setup(settings: Any) -> None:
+    """What an OMS test starts from: quick password hashing (its users are
+    created per test), no risk limits, the instruments AAA, BBB and FUT."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.OMS_RISK = dict(NO_LIMITS)
+    make_instruments()
+
+
 def set_quote(symbol: str, last: str, spread: str = "0.02") -> None:
     price = Decimal(last)
     half = Decimal(spread) / 2
@@ -49,9 +57,12 @@ def set_quote(symbol: str, last: str, spread: str = "0.02") -> None:
 
 
 def make_account(owner: Any, *, kind: str = "kis", position_mode: str = "netting", label: str = "test") -> Any:
-    """A configured account of ``kind``: every required credential set (the venue ignores them)."""
+    """A configured account of ``kind``: every required credential set (the venue ignores them),
+    in USD as the fake venue's funds are (a kind's own default would be KRW, INR...)."""
     credentials = {name: f"test-{name}" for name in REQUIRED_CREDENTIALS[kind]}
-    return broker_account_create(owner=owner, kind=kind, label=label, position_mode=position_mode, credentials=credentials)
+    return broker_account_create(
+        owner=owner, kind=kind, label=label, position_mode=position_mode, base_currency="USD", credentials=credentials
+    )
 
 
 @contextlib.contextmanager
@@ -75,6 +86,23 @@ def broker_registered(kind: str, factory: registry.BrokerFactory) -> Iterator[No
             registry.unregister_broker(kind)
         else:
             registry.register_broker(kind, saved)
+
+
+@contextlib.contextmanager
+def broker_unregistered(kind: str) -> Iterator[None]:
+    """Serve ``kind`` accounts from no adapter for the block (every kind has
+    one now): no broker factory and no login check; then put both back."""
+    saved = registry.broker_factory(kind)
+    saved_check = registry.login_check(kind)
+    registry.unregister_broker(kind)
+    registry.unregister_login_check(kind)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            registry.register_broker(kind, saved)
+        if saved_check is not None:
+            registry.register_login_check(kind, saved_check)
 
 
 @contextlib.contextmanager

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import requests
 from django.conf import settings
 from django.db import connection
@@ -24,9 +27,18 @@ BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free port on 127.0.0.1: any, or one of ``TEST_PORTS`` (``24000-24999``)
+    when set, so runs sharing a machine keep to their own ranges."""
+    low, _, high = os.environ.get("TEST_PORTS", "").partition("-")
+    candidates = random.sample(range(int(low), int(high) + 1), int(high) + 1 - int(low)) if high else [0]
+    for candidate in candidates:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise RuntimeError(f"no free port in TEST_PORTS={os.environ['TEST_PORTS']}")
 
 
 def closed_port() -> int:
@@ -92,6 +104,15 @@ def _wait_http(url: str, proc: subprocess.Popen, log_path: Path, timeout: float 
     raise RuntimeError(f"server did not answer {url} in {timeout}s:\n{log_path.read_text(errors='replace')[-5000:]}")
 
 
+def _wait_log(proc: subprocess.Popen, log_path: Path, text: str, name: str, timeout: float = 60.0) -> None:
+    """Until ``proc`` has logged ``text`` (it has started)."""
+    deadline = time.monotonic() + timeout
+    while text not in log_path.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not start:\n{log_path.read_text(errors='replace')[-5000:]}")
+        time.sleep(0.2)
+
+
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
@@ -105,22 +126,62 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def run_daphne(tmp_dir: Path, **env_overrides: str) -> Iterator[ServerProcess]:
-    port = free_port()
-    log_path = tmp_dir / f"daphne-{port}.log"
+def _run_web(tmp_dir: Path, name: str, command: list[str], port: int, env_overrides: dict[str, str]) -> Iterator[ServerProcess]:
+    """``command`` serving on ``port``, once it answers its health check."""
+    from core.static_files import collect_if_stale
+
+    collect_if_stale()  # the pages name the collected, hashed files: never a stale copy of them
+    log_path = tmp_dir / f"{name}-{port}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-            cwd=ROOT,
-            env=server_env(**env_overrides),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            command, cwd=ROOT, env=server_env(**env_overrides), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     server = ServerProcess(proc=proc, url=f"http://127.0.0.1:{port}", port=port, log_path=log_path)
     try:
         _wait_http(f"{server.url}/api/v1/health/live", proc, log_path)
         yield server
+    finally:
+        _stop(proc)
+
+
+@contextlib.contextmanager
+def run_daphne(tmp_dir: Path, port: int | None = None, **env_overrides: str) -> Iterator[ServerProcess]:
+    """daphne on ``port`` (a free one by default; a given one to restart a server where its clients are)."""
+    port = port or free_port()
+    command = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
+    with _run_web(tmp_dir, "daphne", command, port, env_overrides) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def run_uvicorn(tmp_dir: Path, *args: str, **env_overrides: str) -> Iterator[ServerProcess]:
+    """uvicorn as the Procfile's ``web`` line runs it (``args`` appended)."""
+    port = free_port()
+    command = [str(BIN / "uvicorn"), "config.asgi:application", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--loop", "uvloop", "--http", "httptools", "--ws", "websockets", "--lifespan", "off", "--no-access-log", *args]
+    with _run_web(tmp_dir, "uvicorn", command, port, env_overrides) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def run_loops(tmp_dir: Path, *names: str, log_name: str = "run-loops", **env_overrides: str) -> Iterator[ServerProcess]:
+    """``manage.py run_loops`` (the Procfile's ``marketdata`` process), only the
+    loops ``names`` when given, once its loops run; ``url``/``port`` are unused
+    (it serves nothing)."""
+    log_path = tmp_dir / f"{log_name}.log"
+    command = [sys.executable, "manage.py", "run_loops", *(["--only", ",".join(names)] if names else [])]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=server_env(**{"RUN_LOOPS_IN_PROCESS": "false", "LOG_LEVEL": "INFO", **env_overrides}),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_log(proc, log_path, "run_loops running", "run_loops")  # logged at INFO
+        yield ServerProcess(proc=proc, url="", port=0, log_path=log_path)
     finally:
         _stop(proc)
 
@@ -141,11 +202,7 @@ def run_celery_worker(tmp_dir: Path, **env_overrides: str) -> Iterator[subproces
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 60
-        while "ready." not in log_path.read_text(errors="replace"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"celery worker did not start:\n{log_path.read_text(errors='replace')[-5000:]}")
-            time.sleep(0.2)
+        _wait_log(proc, log_path, "ready.", "celery worker")
         yield proc
     finally:
         _stop(proc)
@@ -171,9 +228,18 @@ def worker_ping(timeout: float = 30.0) -> str:
     raise TimeoutError(f"no result of core.ping {sent.id} in {timeout}s")
 
 
+# A test that starts its own redis-server: on a workstation without one it
+# skips; in CI (CI set) it runs and fails, never a silent skip.
+needs_redis_server = pytest.mark.skipif(
+    shutil.which("redis-server") is None and not os.environ.get("CI"), reason="redis-server is not installed (in CI: fails)"
+)
+
+
 @contextlib.contextmanager
 def run_redis_server(port: int, workdir: Path) -> Iterator[subprocess.Popen]:
     """A private redis-server on 127.0.0.1:<port>, never the shared one."""
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed (apt-get install redis-server)")
     proc = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
         stdout=subprocess.DEVNULL,

@@ -11,6 +11,7 @@ from accounts.services import api_key_authenticate, api_key_create, hash_secret
 from brokers.crypto import PREFIX, decrypt_json
 from brokers.models import BrokerAccount
 from brokers.services import broker_account_create
+from tests import kis_support
 
 pytestmark = pytest.mark.django_db
 
@@ -34,14 +35,7 @@ def alice_client(alice) -> Client:
 
 @pytest.fixture
 def kis_account(alice) -> BrokerAccount:
-    return broker_account_create(
-        owner=alice,
-        kind="kis",
-        label="kis main",
-        broker_account_number="50000000",
-        broker_product_code="01",
-        credentials={"app_key": KIS_APP_KEY, "app_secret": KIS_SECRET},
-    )
+    return kis_support.kis_account(alice, label="kis main", app_key=KIS_APP_KEY, app_secret=KIS_SECRET)
 
 
 @pytest.fixture

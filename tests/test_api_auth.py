@@ -279,7 +279,7 @@ def test_account_updates_keep_their_invariants(alice_api, alice, change):
     response = alice_api.patch(f"/api/v1/accounts/{account.pk}", change, format="json")
     assert response.status_code == 422
     account.refresh_from_db()
-    assert (account.label, account.exchange_id, account.base_currency) == ("binance", "binance", "USD")
+    assert (account.label, account.exchange_id, account.base_currency) == ("binance", "binance", "USDT")  # a CCXT account's default
 
 
 def test_kis_app_key_is_masked_in_logs():

@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import ApiKey, User
 from brokers.models import BrokerAccount
-from workspaces.services import demo_bootstrap
+from workspaces.demo import demo_bootstrap
 
 pytestmark = pytest.mark.django_db
 

@@ -22,7 +22,7 @@ from marketdata.quotes import quote_store
 from marketdata.types import Quote
 from tests.broker_contract import ERROR_KINDS, BrokerContract, BrokerHarness
 from tests.fakes import FakeVenue
-from tests.oms_support import NO_LIMITS, make_account, make_instruments, set_quote, tasks_in_process, venue_registered
+from tests.oms_support import make_account, oms_setup, set_quote, tasks_in_process, venue_registered
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,9 +31,7 @@ PRICE = Decimal(100)
 
 @pytest.fixture(autouse=True)
 def _setup(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    settings.OMS_RISK = dict(NO_LIMITS)
-    make_instruments()
+    oms_setup(settings)
     set_quote("AAA", str(PRICE))
     with tasks_in_process():
         yield

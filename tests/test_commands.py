@@ -15,6 +15,7 @@ from accounts.services import api_key_authenticate, api_key_create
 from brokers.crypto import PREFIX, decrypt_json, decrypt_value, generate_key
 from brokers.models import BrokerAccount
 from brokers.services import broker_account_create
+from tests import kis_support
 
 pytestmark = pytest.mark.django_db
 
@@ -30,7 +31,7 @@ def run(*args: str, stdin: str | None = None, monkeypatch: pytest.MonkeyPatch | 
 
 @pytest.fixture
 def kis_account(alice) -> BrokerAccount:
-    return broker_account_create(owner=alice, kind="kis", label="kis", credentials={"app_key": "AK-1", "app_secret": "SECRET-1"})
+    return kis_support.kis_account(alice, app_key="AK-1", app_secret="SECRET-1")
 
 
 # --- create_api_key ----------------------------------------------------------------

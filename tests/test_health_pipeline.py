@@ -133,3 +133,25 @@ def test_without_a_worker_health_is_degraded_until_a_worker_sends_the_order(tmp_
         assert metric(metrics, "terminal_celery_workers_up") == 1
         assert metric(metrics, "terminal_oms_unsent_orders") == 0
         assert answer["sent_at"] is not None and answer["status"] != "pending_new"
+
+
+def test_loading_the_apps_opens_no_database_connection(tmp_path):
+    # A metrics collector read at registration queried the database while the
+    # apps loaded: in the tests that opened the real database's pool before the
+    # test database existed, so the suite migrated and used the real database
+    # while the servers it started served the empty test database.
+    import subprocess
+    import sys
+
+    from tests.servers import ROOT, server_env
+
+    probe = (
+        "import django; django.setup()\n"
+        "from django.db import connection\n"
+        "pools = getattr(type(connection), '_connection_pools', {})\n"
+        "print('opened' if connection.connection is not None or pools else 'closed')\n"
+    )
+    env = server_env(DJANGO_SETTINGS_MODULE="config.settings")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "closed", result.stderr[-3000:]

@@ -17,29 +17,27 @@ from oms.services.closing import position_close
 from oms.services.lifecycle import order_transition
 from oms.services.tx import AccountTx
 from tests.fakes import FakeVenue
-from tests.oms_support import NO_LIMITS, make_account, make_instruments, send, set_quote, tasks_in_process, venue_fill, venue_registered
+from tests.oms_support import (
+    make_account,
+    send,
+    set_quote,
+    venue_fill,
+    venue_registered,
+)
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _setup(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    settings.OMS_RISK = dict(NO_LIMITS)
-    make_instruments()
-    with tasks_in_process():
-        yield
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("oms_env")]
 
 
 @pytest.fixture
 def published(monkeypatch):
     seen: dict[str, list[int]] = defaultdict(list)
 
-    def record(channel, seq, data, **kwargs):
-        seen[channel].append(seq)
+    def record(updates, **kwargs):
+        for channel, seq, _data in updates:
+            seen[channel].append(seq)
         return True
 
-    monkeypatch.setattr("oms.services.tx.publish", record)
+    monkeypatch.setattr("oms.services.tx.publish_many", record)
     return seen
 
 

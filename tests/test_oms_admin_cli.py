@@ -53,13 +53,20 @@ def instruments(db) -> None:
 
 @pytest.fixture
 def account(alice, venue) -> BrokerAccount:
-    return broker_account_create(owner=alice, kind="kis", label="main", credentials={"app_key": "AK", "app_secret": "SECRET"})
+    return broker_account_create(
+        owner=alice, kind="kis", base_currency="USD", label="main", credentials={"app_key": "AK", "app_secret": "SECRET"}
+    )
 
 
 @pytest.fixture
 def hedging(alice, venue) -> BrokerAccount:
     return broker_account_create(
-        owner=alice, kind="kis", label="hedge", position_mode="hedging", credentials={"app_key": "AK", "app_secret": "SECRET"}
+        owner=alice,
+        kind="kis",
+        base_currency="USD",
+        label="hedge",
+        position_mode="hedging",
+        credentials={"app_key": "AK", "app_secret": "SECRET"},
     )
 
 

@@ -23,20 +23,16 @@ from oms.services.commands import command_for, commands_run
 from oms.services.fills import fill_apply
 from oms.services.send import order_send, order_submit
 from tests.fakes import FakeVenue
-from tests.oms_support import NO_LIMITS, make_account, make_instruments, order_spec, venue_registered
+from tests.oms_support import make_account, order_spec, venue_registered
 
 pytestmark = [
     pytest.mark.postgres,
     pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks and concurrent writers need PostgreSQL"),
     pytest.mark.django_db(transaction=True),
+    # Sends run here, on this module's fake venue: a real worker another test
+    # started would take them to an adapter that has never heard of it.
+    pytest.mark.usefixtures("oms_env"),
 ]
-
-
-@pytest.fixture(autouse=True)
-def _setup(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    settings.OMS_RISK = dict(NO_LIMITS)
-    make_instruments()
 
 
 @pytest.fixture
@@ -124,12 +120,12 @@ def test_orders_from_twenty_threads_take_gap_free_stream_sequences(account, venu
     published: list[tuple[str, int]] = []
     lock = threading.Lock()
 
-    def record(channel, seq, data, **kwargs):
+    def record(updates, **kwargs):
         with lock:
-            published.append((channel, seq))
+            published.extend((channel, seq) for channel, seq, _data in updates)
         return True
 
-    monkeypatch.setattr("oms.services.tx.publish", record)
+    monkeypatch.setattr("oms.services.tx.publish_many", record)
     monkeypatch.setattr("oms.services.send.enqueue_submit", lambda ids: None)  # only the writes count here
     per_thread = 3
 

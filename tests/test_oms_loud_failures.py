@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import time
@@ -28,6 +29,7 @@ from django.core.management.base import CommandError
 from django.db import IntegrityError, connections
 from django.utils import timezone
 
+from brokers import registry
 from brokers.base import Fill
 from brokers.models import BrokerAccount
 from brokers.services import broker_account_create, broker_account_set_credentials
@@ -38,21 +40,18 @@ from oms.services.fills import fill_apply
 from oms.services.reconcile import account_reconcile
 from oms.services.sweeper import orders_sweep
 from tests.fakes import FakeVenue
-from tests.oms_support import NO_LIMITS, make_instruments, send, set_quote, tasks_in_process, venue_external_order, venue_registered
+from tests.oms_support import (
+    broker_unregistered,
+    send,
+    set_quote,
+    venue_external_order,
+    venue_registered,
+)
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("oms_env")]
 
 KIS_PARTIAL = {"app_key": "AK"}  # app_secret unset
 LIMIT = {"symbol": "AAA", "side": "buy", "order_type": "limit", "qty": "1", "price": "90"}
-
-
-@pytest.fixture(autouse=True)
-def _setup(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    settings.OMS_RISK = dict(NO_LIMITS)
-    make_instruments()
-    with tasks_in_process():
-        yield
 
 
 @pytest.fixture
@@ -72,7 +71,7 @@ def _error(response, status: int, code: str) -> dict:
 
 
 def test_a_kite_account_without_api_secret_is_not_configured_until_it_is_set(alice_api):
-    with venue_registered(FakeVenue(), "kite"):
+    with venue_registered(FakeVenue(), "kite"), broker_login_check_off("kite"):
         created = alice_api.post("/api/v1/accounts", {"kind": "kite", "label": "k", "credentials": {"api_key": "K"}}, format="json")
         assert created.status_code == 201, created.content
         body = created.json()
@@ -84,10 +83,28 @@ def test_a_kite_account_without_api_secret_is_not_configured_until_it_is_set(ali
     assert BrokerAccount.objects.get(pk=account_id).status == "active"
 
 
-def test_an_account_of_a_kind_no_adapter_serves_reads_not_configured(alice, alice_api):
+def test_an_account_of_a_kind_no_adapter_serves_reads_not_configured(alice, alice_api, no_kite_adapter):
     account = broker_account_create(owner=alice, kind="kite", label="k", credentials={"api_key": "K", "api_secret": "S"})
     body = alice_api.get(f"/api/v1/accounts/{account.pk}").json()
     assert (body["has_credentials"], body["status"]) == (True, "not_configured")
+
+
+@pytest.fixture
+def no_kite_adapter():
+    """Kite accounts served by no adapter (the "no adapter" cases)."""
+    with broker_unregistered("kite"):
+        yield
+
+
+@contextlib.contextmanager
+def broker_login_check_off(kind: str):
+    saved = registry.login_check(kind)
+    registry.unregister_login_check(kind)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            registry.register_login_check(kind, saved)
 
 
 def _unconfigured(alice, why: str) -> BrokerAccount:
@@ -97,7 +114,7 @@ def _unconfigured(alice, why: str) -> BrokerAccount:
 
 
 @pytest.mark.parametrize("why", ["credential missing", "no adapter"])
-def test_funds_holdings_and_sync_of_an_unconfigured_account_say_so(alice, alice_api, why):
+def test_funds_holdings_and_sync_of_an_unconfigured_account_say_so(alice, alice_api, no_kite_adapter, why):
     account = _unconfigured(alice, why)
     for method, path in (("get", "funds"), ("get", "holdings"), ("post", "sync")):
         response = getattr(alice_api, method)(f"/api/v1/accounts/{account.pk}/{path}", format="json")
@@ -128,7 +145,7 @@ def _ws_command(user, frame: dict) -> dict:
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("why", ["credential missing", "no adapter"])
 @pytest.mark.parametrize("entry", ["rest", "batch", "commands", "ws", "cli"])
-def test_an_order_for_an_unconfigured_account_is_refused_at_once_everywhere(alice, alice_api, venue, why, entry):
+def test_an_order_for_an_unconfigured_account_is_refused_at_once_everywhere(alice, alice_api, venue, no_kite_adapter, why, entry):
     account = _unconfigured(alice, why)
     if entry == "rest":
         _error(alice_api.post(f"/api/v1/accounts/{account.pk}/orders", LIMIT, format="json"), 409, "broker_not_configured")

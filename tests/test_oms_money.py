@@ -16,7 +16,7 @@ from marketdata.services import instrument_upsert
 from oms.models import Deal, Position, PositionStatus
 from oms.services.positions import deals_reassign, positions_rebuild
 from tests.fakes import FakeVenue
-from tests.oms_support import NO_LIMITS, make_account, make_instruments, send, set_quote, tasks_in_process, venue_registered
+from tests.oms_support import NO_LIMITS, make_account, oms_setup, send, set_quote, tasks_in_process, venue_registered
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -25,9 +25,7 @@ D = Decimal
 
 @pytest.fixture(autouse=True)
 def _setup(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    settings.OMS_RISK = dict(NO_LIMITS)
-    make_instruments()
+    oms_setup(settings)
     instrument_upsert(symbol="MSFT", type="stock", currency="USD", tick_size=D("0.01"), lot_size=D(1), multiplier=D(1))
     with tasks_in_process():
         yield
@@ -369,9 +367,18 @@ def test_funds_totals_are_the_balances_converted_in_rest_and_on_the_stream(alice
     fill(account, "buy", "10", "1500", symbol="NSE:INFY")
     fill(account, "buy", "0.5", "60000", symbol="BTC/USDT")
     funds = alice_api.get(f"/api/v1/accounts/{account.pk}/funds").json()
-    assert {"account_id", "currency", "cash", "margin_used", "margin_available", "equity", "balances", "buying_power", "rates"} == set(
-        funds
-    )
+    assert {
+        "account_id",
+        "currency",
+        "cash",
+        "margin_used",
+        "margin_available",
+        "equity",
+        "unrealized_pnl",
+        "balances",
+        "buying_power",
+        "rates",
+    } == set(funds)
     assert funds["currency"] == "USD"
     assert {b["currency"] for b in funds["balances"]} == {"USD", "KRW", "INR", "USDT"}
     rates = {c: D(r) for c, r in funds["rates"].items()}

@@ -35,7 +35,7 @@ from tests.oms_support import (
     NoClientIdVenue,
     change_spec,
     make_account,
-    make_instruments,
+    oms_setup,
     order_spec,
     placed_counts,
     send,
@@ -52,9 +52,7 @@ D = Decimal
 
 @pytest.fixture(autouse=True)
 def _setup(settings, request):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # alice is created per test
-    settings.OMS_RISK = dict(NO_LIMITS)
-    make_instruments()
+    oms_setup(settings)
     if request.node.get_closest_marker("redis"):
         yield  # the real worker sends
         return
@@ -559,8 +557,8 @@ def test_the_oms_loops_are_registered_and_beat_schedules_the_same_tasks(settings
     settings.OMS_RECONCILE_INTERVAL = 7
     assert loops["oms.reconcile"].interval() == 7
     app.loader.import_default_modules()
-    scheduled = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
-    assert {"oms.orders_sweep", "oms.accounts_reconcile_all", "oms.positions_mark"} <= scheduled
+    scheduled = {entry["task"] for entry in settings.PERIODIC_TASKS.values()}
+    assert {"oms.orders_sweep", "oms.accounts_reconcile_all", "oms.positions_mark", "oms.accounts_sync_all"} <= scheduled
     assert scheduled <= set(app.tasks)
 
 

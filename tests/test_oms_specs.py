@@ -70,7 +70,9 @@ def instruments(db) -> None:
 
 @pytest.fixture
 def account(alice, venue) -> BrokerAccount:
-    return broker_account_create(owner=alice, kind="kis", label="main", credentials={"app_key": "AK", "app_secret": "SECRET"})
+    return broker_account_create(
+        owner=alice, kind="kis", base_currency="USD", label="main", credentials={"app_key": "AK", "app_secret": "SECRET"}
+    )
 
 
 class Api:
@@ -259,7 +261,9 @@ def test_ws_command_refuses_the_same_payloads_with_error_frames(fresh_channel_la
     day_venue, day_account = day_only
     stop = {**LIMIT, "order_type": "stop", "price": None, "stop_price": "95.00"}
 
-    account = broker_account_create(owner=alice, kind="kis", label="ws", credentials={"app_key": "AK", "app_secret": "SECRET"})
+    account = broker_account_create(
+        owner=alice, kind="kis", base_currency="USD", label="ws", credentials={"app_key": "AK", "app_secret": "SECRET"}
+    )
     order = Order.objects.create(account=account, client_order_id="w1", symbol="AAPL", side="buy", order_type="limit", qty=1, price=90)
     frames = {
         "qty-1e28": {"command": "send_order", "payload": {**LIMIT, "qty": 1e28}},
@@ -369,7 +373,12 @@ def day_only(alice) -> Iterator[tuple[DayOnlyVenue, BrokerAccount]]:
         yield (
             registered,
             broker_account_create(
-                owner=alice, kind="ccxt", label="day only", exchange_id="binance", credentials={"api_key": "K", "secret": "S"}
+                owner=alice,
+                kind="ccxt",
+                label="day only",
+                exchange_id="binance",
+                base_currency="USD",
+                credentials={"api_key": "K", "secret": "S"},
             ),
         )
 
@@ -438,8 +447,14 @@ def test_broker_specific_fields_reach_the_broker_that_takes_them_and_no_other(ap
 
 def test_a_broker_specific_field_no_spec_registers_is_an_unknown_field(api, day_only):
     _, account = day_only
-    body = refused(api.post(f"/api/v1/accounts/{account.pk}/orders", {**LIMIT, "product": "MIS"}), "product")
-    assert body["fields"] == {"product": ["Unknown field."]}
+    body = refused(api.post(f"/api/v1/accounts/{account.pk}/orders", {**LIMIT, "disclosed_quantity": 5}), "disclosed_quantity")
+    assert body["fields"] == {"disclosed_quantity": ["Unknown field."]}
+
+
+def test_a_registered_broker_field_its_broker_does_not_take_is_refused(api, day_only):
+    _, account = day_only  # takes product only
+    body = refused(api.post(f"/api/v1/accounts/{account.pk}/orders", {**LIMIT, "variety": "amo"}), "variety", code="unsupported_by_broker")
+    assert "does not take variety" in body["fields"]["variety"][0]
 
 
 # --- the documents derive from the specs ------------------------------------------------------------------------

@@ -424,7 +424,9 @@ def venue() -> Iterator[FakeVenue]:
 def test_fills_move_the_positions_and_funds_channels_gap_free(fresh_channel_layer, venue, alice, instrument):
     from streams.routing import websocket_urlpatterns
 
-    account = broker_account_create(owner=alice, kind="kis", label="fake", credentials={"app_key": "AK", "app_secret": "SECRET"})
+    account = broker_account_create(
+        owner=alice, kind="kis", base_currency="USD", label="fake", credentials={"app_key": "AK", "app_secret": "SECRET"}
+    )
     market = {"symbol": "AAPL", "side": "buy", "order_type": "market", "qty": "2"}
 
     async def scenario() -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:

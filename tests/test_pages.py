@@ -58,11 +58,13 @@ def test_totp_setup_page_is_available_to_a_logged_in_user(client, alice):
     assert b'name="code"' in response.content
 
 
-def test_the_dashboard_shows_an_account_no_adapter_serves_as_not_configured(client, alice):
-    from brokers.services import broker_account_create
+def test_the_dashboard_shows_an_accounts_status_as_the_api_reads_it(client, alice):
+    from brokers.services import broker_account_create, broker_account_status
 
-    broker_account_create(owner=alice, kind="kite", label="alice kite", credentials={"api_key": "K", "api_secret": "S"})
+    account = broker_account_create(owner=alice, kind="kite", label="alice kite", credentials={"api_key": "K", "api_secret": "S"})
+    status = broker_account_status(account)
+    assert status != "active"  # a Kite account before its login (or without an adapter)
     client.post("/accounts/login/", {"login": "alice@example.com", "password": "alice-pass-123"})
     home = client.get("/").content.decode()
-    row = home[home.index("alice kite") :].split("</tr>")[0]
-    assert "not_configured" in row
+    row = home[home.index("alice kite") :].split("</option>")[0]
+    assert status in row

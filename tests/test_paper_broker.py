@@ -294,6 +294,7 @@ def test_placing_costs_the_same_queries_however_many_orders_rest_on_other_symbol
         broker = PaperBroker(broker_account_create(owner=owner, label="paper"), clock=lambda: NOW)
         for i in range(resting):
             broker.place_order(req("buy", "1", "limit", cid=f"r{i}", symbol="PNYS", price="90.00"))
+        broker.place_order(req("buy", "1", "limit", cid="warm", price="90.00"))  # PAPL in the instrument cache
         loaded.clear()
         with CaptureQueriesContext(connection) as queries:
             ack = broker.place_order(req("buy", "1", "limit", cid="new", price="90.00"))
@@ -307,6 +308,52 @@ def test_placing_costs_the_same_queries_however_many_orders_rest_on_other_symbol
         counts.append(len(queries.captured_queries))
         assert loaded == [ack.broker_order_id] * 2  # the PAPL order only
     assert counts[:3] == counts[3:]
+
+
+def _working_totals_stored(account_id: int) -> dict:
+    from brokers.paper.store import totals_from_json
+
+    return totals_from_json(PaperAccount.objects.get(pk=account_id).working_totals)
+
+
+def _working_totals_summed(account_id: int) -> dict:
+    """The working orders' totals summed over their rows, as the book keeps them."""
+    from django.db.models import Sum
+
+    rows = (
+        PaperOrder.objects.filter(account_id=account_id, working=True)
+        .order_by()
+        .values_list("symbol", "side")
+        .annotate(Sum("reserved"), Sum("qty"), Sum("filled_qty"))
+    )
+    return {(symbol, side): [D(r), D(q) - D(f)] for symbol, side, r, q, f in rows}
+
+
+def test_a_placement_reads_no_resting_order_and_the_books_working_totals_stay_exact(account, sink):
+    broker = PaperBroker(account, clock=lambda: NOW)
+    put_quote("99.99", "100.00", ask_size="5")
+    for i in range(30):  # resting, on two symbols and both sides, some of them day orders
+        symbol, side, price = ("PNYS", "buy", "90.00") if i % 3 else ("PAPL", "sell", "110.00")
+        broker.place_order(req(side, "2", "limit", cid=f"r{i}", symbol=symbol, price=price, tif="day" if i % 2 else "gtc"))
+    partly = broker.place_order(req("buy", "8", "limit", cid="partly", price="100.00"))  # 5 filled at once, 3 rest
+    assert partly.status == "partially_filled"
+    broker.modify_order(
+        broker_order_id=broker.get_order(client_order_id="r1").broker_order_id, symbol="PNYS", qty=D(3), price=None, stop_price=None
+    )
+    broker.cancel_order(broker_order_id=broker.get_order(client_order_id="r2").broker_order_id, symbol="PNYS")
+    put_quote("99.99", "100.00", ask_size="1", t=NOW + 1)
+    paper_quotes_match([], now=NOW + 1)  # no quote batch: nothing matches
+    services.paper_quotes_match([put_quote("99.99", "100.00", ask_size="1", t=NOW + 2)], now=NOW + 2)  # 1 more of "partly"
+    paper_quotes_match([], now=NY_CLOSE + 1)  # the PNYS day orders expire
+    stored = _working_totals_stored(account.pk)
+    assert stored == _working_totals_summed(account.pk) != {}
+    assert stored["PAPL", "buy"] == [D("200.02"), 2]  # "partly": 2 left of 8, reserving 2 x 100.01 with the fee
+    with CaptureQueriesContext(connection) as queries:
+        broker.place_order(req("buy", "1", "limit", cid="new", price="90.00"))
+    # Nothing of the resting orders is read or summed: the book's totals serve.
+    asked = [q["sql"].partition(" WHERE ")[2] for q in queries.captured_queries if q["sql"].startswith("SELECT")]
+    assert not [where for where in asked if '"paper_paperorder"."working"' in where]
+    assert _working_totals_stored(account.pk) == _working_totals_summed(account.pk)
 
 
 # --- the quote listener ------------------------------------------------------------------------

@@ -5,7 +5,6 @@ connection for every publish of a process."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import threading
 import uuid
 
@@ -17,7 +16,7 @@ from django.conf import settings
 from django.db import connection
 
 from tests import servers
-from tests.servers import free_port, run_daphne, run_redis_server, worker_ping
+from tests.servers import free_port, needs_redis_server, run_daphne, run_redis_server, worker_ping
 
 POOL_SIZE = 3
 
@@ -64,7 +63,7 @@ def test_a_fire_and_forget_task_stores_no_result_and_subscribes_to_none(celery_w
 
 @pytest.mark.redis
 @pytest.mark.skipif(not settings.REDIS_URL, reason="production mode only (REDIS_URL unset: embedded default)")
-@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+@needs_redis_server
 def test_publishes_from_many_threads_reuse_one_redis_connection(settings, tmp_path):
     from streams.publish import group_for, publish
 

@@ -88,6 +88,12 @@ def instruments(db) -> None:
         ("/api/v1/oms/orders/open", "/api/v1/oms/orders/open"),
         ("/api/v1/orders/{id}", "/api/v1/orders/999999"),
         ("/api/v1/health", "/api/v1/health"),
+        ("/api/v1/workspaces/default", "/api/v1/workspaces/default"),
+        ("/api/v1/workspaces", "/api/v1/workspaces"),
+        ("/api/v1/workspaces/{id}", "/api/v1/workspaces/999999"),
+        ("/api/v1/watchlists", "/api/v1/watchlists"),
+        ("/api/v1/watchlists/{id}", "/api/v1/watchlists/999999"),
+        ("/api/v1/me/settings", "/api/v1/me/settings"),
         ("/api/v1/version", "/api/v1/version"),
     ],
 )
@@ -100,3 +106,25 @@ def test_anonymous_and_malformed_answers_are_documented(openapi, api, alice_api,
     _conforms(
         openapi, "/api/v1/accounts", "post", alice_api.post("/api/v1/accounts", data="[" * 100 + "]" * 100, content_type="application/json")
     )
+
+
+def test_workspace_and_watchlist_answers_match_the_document(openapi, alice_api, instruments):
+    workspace = alice_api.get("/api/v1/workspaces/default")
+    _conforms(openapi, "/api/v1/workspaces/default", "get", workspace)
+    instrument_upsert(symbol="BINANCE:BTC/USDT", type="crypto", tick_size=Decimal("0.01"), lot_size=Decimal("0.001"))
+    pk = workspace.json()["layout"]["watchlist_id"]
+    _conforms(openapi, "/api/v1/watchlists", "get", alice_api.get("/api/v1/watchlists"))
+    _conforms(openapi, "/api/v1/workspaces", "get", alice_api.get("/api/v1/workspaces"))
+    items = "/api/v1/watchlists/{id}/items"
+    added = alice_api.post(f"/api/v1/watchlists/{pk}/items", {"symbol": "BINANCE:BTC/USDT"}, format="json")
+    assert added.status_code == 201
+    _conforms(openapi, items, "post", added)
+    again = alice_api.post(f"/api/v1/watchlists/{pk}/items", {"symbol": "BINANCE:BTC/USDT"}, format="json")
+    assert again.status_code == 200
+    _conforms(openapi, items, "post", again)
+    _conforms(openapi, items, "post", alice_api.post(f"/api/v1/watchlists/{pk}/items", {"symbol": "NOPE"}, format="json"))
+    symbols = list(reversed(again.json()["symbols"]))
+    _conforms(openapi, items, "put", alice_api.put(f"/api/v1/watchlists/{pk}/items", {"symbols": symbols}, format="json"))
+    removed = alice_api.delete(f"/api/v1/watchlists/{pk}/items/BINANCE:BTC/USDT")
+    _conforms(openapi, "/api/v1/watchlists/{id}/items/{symbol}", "delete", removed)
+    _conforms(openapi, "/api/v1/me/settings", "patch", alice_api.patch("/api/v1/me/settings", {"timezone": "Nowhere"}, format="json"))

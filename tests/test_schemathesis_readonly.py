@@ -19,7 +19,7 @@ from marketdata.services import instrument_upsert
 # transaction=True: the WSGI calls close the connection after each request, as a server does.
 pytestmark = pytest.mark.django_db(transaction=True)
 
-READ_ONLY = r"^/api/v1/(symbols|quotes|history-bars|me|api-keys|accounts|oms/(deals|orders|positions)|orders/|version|health$)"
+READ_ONLY = r"^/api/v1/(symbols|quotes|history-bars|fo/|futures/|me|api-keys|accounts|workspaces|watchlists|oms/(deals|orders|positions)|orders/|version|health$)"
 
 
 @pytest.fixture

@@ -191,3 +191,45 @@ def test_update_frames_keep_their_wire_shape(alice_key):
                 return frame
 
     assert run(scenario()) == {"type": "update", "channel": channel, "seq": 1, "data": {"n": 1}}
+
+
+def test_a_batch_held_by_publishing_batched_goes_out_as_one_message_per_channel_and_every_frame_arrives(alice_key, monkeypatch):
+    from asgiref.sync import sync_to_async
+
+    from streams import publish as publishing
+
+    one, other = "fanouttest:e", "fanouttest:f"
+    COUNTER.seq = 10
+    sent: list[str] = []
+    real = publishing._send
+
+    async def spy(layer: Any, channel: str, message: Any) -> bool:
+        sent.append(channel)
+        return await real(layer, channel, message)
+
+    monkeypatch.setattr(publishing, "_send", spy)
+
+    def batch() -> None:  # what a worker's send does with its transactions' updates
+        with publishing.publishing_batched():
+            for seq in range(11, 21):
+                publishing.publish_many([(one, seq, {"n": seq})])
+                publishing.publish_many([(other, seq, {"n": seq})])
+            assert sent == []  # held until the block ends
+
+    async def scenario() -> tuple[list[int], list[int], int]:
+        a, b = await _open(alice_key), await _open(alice_key)
+        await _subscribe(a, one)
+        await _subscribe(b, other)
+        hub = hub_for(get_channel_layer())
+        before = hub.received
+        await sync_to_async(batch, thread_sensitive=False)()
+        seen_a, seen_b = await _updates(a, 10), await _updates(b, 10)
+        received = hub.received - before
+        for comm in (a, b):
+            await comm.disconnect(timeout=10)
+        return seen_a, seen_b, received
+
+    seen_a, seen_b, received = run(scenario())
+    assert seen_a == seen_b == list(range(11, 21))  # every frame, in order, each its own update
+    assert sorted(sent) == [one, other]  # one publish per channel
+    assert received == 2

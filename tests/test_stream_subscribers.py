@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -26,10 +25,9 @@ from streams.publish import apublish
 from streams.registry import ChannelHandler, register_channel
 from streams.routing import websocket_urlpatterns
 from streams.subscribers import subscriber_add, subscriber_totals
-from tests.servers import ROOT, free_port
-from tests.test_ws_redis_outage import private_redis
+from tests.servers import ROOT, free_port, needs_redis_server, run_redis_server
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+pytestmark = needs_redis_server
 
 PROCESS = """
 import os, sys
@@ -65,7 +63,7 @@ def _start(role: str, url: str, ttl: str) -> subprocess.Popen:
 def test_two_processes_registering_at_once_never_drop_a_channel_and_a_dead_one_expires(tmp_path):
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
-    with private_redis(port, tmp_path), _redis_settings(url):
+    with run_redis_server(port, tmp_path), _redis_settings(url):
         alive, doomed = _start("alive", url, "30"), _start("doomed", url, "1")
         try:
             for proc in (alive, doomed):
@@ -110,7 +108,7 @@ def test_after_a_redis_restart_market_subscribers_are_counted_again_and_get_upda
     channel = "fanoutmarket:X"
     with _redis_settings(url, SUBSCRIBERS_REFRESH=0.3, WS_HEARTBEAT_INTERVAL=60):
         channel_layers.backends.clear()
-        redis_proc_cm = private_redis(port, tmp_path)
+        redis_proc_cm = run_redis_server(port, tmp_path)
         redis_proc = redis_proc_cm.__enter__()
 
         async def scenario() -> tuple[list[str], list[dict[str, Any]]]:
@@ -125,7 +123,7 @@ def test_after_a_redis_restart_market_subscribers_are_counted_again_and_get_upda
             redis_proc.terminate()
             redis_proc.wait(timeout=10)
             await asyncio.sleep(1.0)
-            with private_redis(port, tmp_path):
+            with run_redis_server(port, tmp_path):
                 # Counted again without any client subscribing anew.
                 deadline = time.monotonic() + 10
                 while channel not in await database_sync_to_async(subscriber_totals)():

@@ -81,6 +81,8 @@ def test_doc_pages_load_every_asset_from_this_server(live_server_process, path):
     assert page.headers["Content-Type"].startswith("text/html")
     for url in assets_of(page.text):
         parts = urlsplit(url)
+        if parts.scheme == "data":  # inline (the layout's icon): loads nothing from anywhere
+            continue
         assert not parts.netloc, f"{path} loads {url} from another host"
         asset = requests.get(live_server_process.url + url, timeout=10)
         assert asset.status_code == 200, url
@@ -135,3 +137,31 @@ def test_every_reference_in_the_asyncapi_document_resolves():
         for part in ref.removeprefix("#/").split("/"):
             assert isinstance(target, dict) and part in target, f"{ref} does not resolve"
             target = target[part]
+
+
+def test_upstream_kis_paths_answer_the_x_api_key_header_as_its_readme_showed(live_server_process, alice, alice_key):
+    """``curl -H "X-API-Key: ..." .../api/v1/auth/kis/status``: a user's own key
+    in the upstream's header; the status asks KIS nothing."""
+    from brokers.services import broker_account_create
+
+    headers = {"X-API-Key": alice_key}
+    none = requests.get(live_server_process.url + "/api/v1/auth/kis/status", headers=headers, timeout=10)
+    assert none.status_code == 409 and none.json()["error"]["code"] == "kis_account_required"
+    account = broker_account_create(
+        owner=alice,
+        kind="kis",
+        label="KIS",
+        base_currency="KRW",
+        broker_account_number="50123456",
+        broker_product_code="01",
+        credentials={"app_key": "PSupstreamAppKey0123", "app_secret": "upstream-secret-0123456789"},
+    )
+    for path in ("/api/v1/auth/kis/status", f"/api/v1/accounts/{account.pk}/kis/status/"):
+        status = requests.get(live_server_process.url + path, headers=headers, timeout=10)
+        assert status.status_code == 200, status.text
+        body = status.json()
+        assert body["account_id"] == account.pk and body["configured"] is True
+        assert body["access_token"]["present"] is False and body["approval_key"]["present"] is False
+        assert "upstream-secret" not in status.text and "PSupstreamAppKey" not in status.text
+    anonymous = requests.post(live_server_process.url + "/api/v1/auth/kis/token/refresh", timeout=10)
+    assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "not_authenticated"

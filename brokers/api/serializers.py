@@ -5,7 +5,14 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from brokers.models import REQUIRED_CREDENTIALS, AccountStatus, BrokerAccount, BrokerKind, Environment, PositionMode
+from brokers.models import (
+    ACCOUNT_READ_STATUS_CHOICES,
+    REQUIRED_CREDENTIALS,
+    BrokerAccount,
+    BrokerKind,
+    Environment,
+    PositionMode,
+)
 from brokers.paper.models import PaperLedgerEntry
 from brokers.services import broker_account_status
 from core.decimals import decimal_str
@@ -47,7 +54,7 @@ class BrokerAccountSerializer(serializers.ModelSerializer):
     def get_required_credentials(self, obj: BrokerAccount) -> list[str]:
         return list(REQUIRED_CREDENTIALS.get(obj.kind, ()))
 
-    @extend_schema_field(serializers.ChoiceField(choices=AccountStatus.choices))
+    @extend_schema_field(serializers.ChoiceField(choices=ACCOUNT_READ_STATUS_CHOICES))
     def get_status(self, obj: BrokerAccount) -> str:
         return broker_account_status(obj)
 
@@ -111,3 +118,50 @@ class LedgerEntrySerializer(serializers.ModelSerializer):
         model = PaperLedgerEntry
         fields = ["id", "account_id", "currency", "amount", "kind", "rate", "trade_id", "note", "created_at"]
         read_only_fields = fields
+
+
+class TokenStateSerializer(serializers.Serializer):
+    """One broker token of the account's credential: its state, never its value."""
+
+    name = serializers.CharField(read_only=True, help_text="access_token, approval_key, ...")
+    present = serializers.BooleanField(read_only=True)
+    valid = serializers.BooleanField(read_only=True, help_text="Present and not expired.")
+    issued_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    expires_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    last_attempt_at = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="Last issue attempt (the broker's rate rule counts these)."
+    )
+    last_error = serializers.CharField(read_only=True)
+
+
+class FeedStateSerializer(serializers.Serializer):
+    connected = serializers.BooleanField(read_only=True)
+    last_message_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    subscriptions = serializers.ListField(child=serializers.CharField(), read_only=True)
+    notices = serializers.CharField(read_only=True, help_text="How fills arrive: the feed's notices, or polling (e.g. no HTS id).")
+    error = serializers.CharField(read_only=True)
+
+
+class SyncStateSerializer(serializers.Serializer):
+    last_synced_at = serializers.DateTimeField(read_only=True, allow_null=True, help_text="Last successful sync.")
+    initial_synced_at = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="When the first sync booked what the broker held (null: not yet)."
+    )
+    duration = serializers.FloatField(read_only=True, allow_null=True, help_text="Seconds the last sync took.")
+    error = serializers.CharField(read_only=True, help_text="The last sync's failure (empty when it succeeded).")
+    notes = serializers.ListField(child=serializers.CharField(), read_only=True, help_text="Drift and bookings the last sync saw.")
+
+
+class AccountStatusSerializer(serializers.Serializer):
+    """Connection health of an account (``brokers.connection.broker_account_connection``)."""
+
+    id = serializers.IntegerField(read_only=True)
+    kind = serializers.ChoiceField(choices=BrokerKind.choices, read_only=True)
+    environment = serializers.ChoiceField(choices=Environment.choices, read_only=True)
+    status = serializers.ChoiceField(choices=ACCOUNT_READ_STATUS_CHOICES, read_only=True)
+    trading_enabled = serializers.BooleanField(read_only=True)
+    tokens = TokenStateSerializer(many=True, read_only=True, help_text="Empty for a broker without tokens.")
+    feed = FeedStateSerializer(read_only=True, allow_null=True, help_text="Null: no live feed runs for the account.")
+    sync = SyncStateSerializer(read_only=True)
+    last_error = serializers.CharField(read_only=True)
+    last_error_at = serializers.DateTimeField(read_only=True, allow_null=True)

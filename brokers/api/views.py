@@ -9,16 +9,19 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from brokers.api.serializers import (
+    AccountStatusSerializer,
     BrokerAccountCreateSerializer,
     BrokerAccountSerializer,
     BrokerAccountUpdateSerializer,
     LedgerEntrySerializer,
 )
+from brokers.connection import broker_account_connection
 from brokers.models import BrokerAccount, BrokerKind
 from brokers.paper.models import PaperLedgerEntry
 from brokers.paper.selectors import LedgerFilter, paper_ledger_entries
 from brokers.services import broker_account_create, broker_account_get_for_user, broker_account_update
 from core.exceptions import NotFound
+from core.serializers import ErrorSerializer
 
 
 class AccountListCreateView(generics.ListAPIView):
@@ -72,3 +75,16 @@ class AccountLedgerView(generics.ListAPIView):
     @extend_schema(operation_id="accounts_ledger_list")
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
+
+
+class AccountStatusView(APIView):
+    @extend_schema(
+        operation_id="accounts_status",
+        responses={200: AccountStatusSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer},
+        description="Connection health: status, kill switch, broker tokens (state and expiry, never the secrets), the live feed "
+        "(connected, last message, subscriptions, how fills arrive), the last sync (time, duration, error, drift) and the last "
+        "error. Reads what the terminal knows; asks the broker nothing.",
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        account = broker_account_get_for_user(user=request.user, account_id=pk)  # type: ignore[arg-type]
+        return Response(AccountStatusSerializer(broker_account_connection(account=account)).data)

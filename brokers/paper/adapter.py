@@ -16,6 +16,7 @@ from django.db import DatabaseError
 
 from brokers.base import (
     Balance,
+    BrokerError,
     BrokerPosition,
     BrokerRejected,
     BrokerTimeout,
@@ -70,6 +71,7 @@ class PaperBroker:
             order_types=frozenset({"market", "limit", "stop", "stop_limit"}),
             times_in_force=frozenset({"day", "gtc", "ioc"}),
             extra_order_fields=frozenset(),
+            any_instrument=True,
         )
 
     # --- orders -------------------------------------------------------------------------
@@ -88,6 +90,27 @@ class PaperBroker:
         if order.status == REJECTED:
             raise BrokerRejected(order.message, raw={"broker_order_id": order.broker_order_id, **ack.raw})
         return ack
+
+    def place_orders(self, requests: list[OrderRequest]) -> list[OrderAck | BrokerError]:
+        """Send several orders in one unit of work at the venue (one lock,
+        one load, one save; ``brokers.base.place_orders``): for each, its ack
+        or the BrokerRejected ``place_order`` would have raised. A database
+        failure raises for the whole batch (BrokerTimeout: the OMS asks)."""
+        if not self.account.trading_enabled:
+            return [BrokerRejected("Trading is disabled for this account.") for _ in requests]
+        with _venue("place_orders", changes=True):
+            placed = services.paper_orders_place(account_id=self.account.pk, requests=requests, now=self.clock())
+        answers: list[OrderAck | BrokerError] = []
+        for order in placed:
+            if isinstance(order, OrderRejected):
+                answers.append(BrokerRejected(order.message))
+                continue
+            ack = wire.order_ack(order)
+            if order.status == REJECTED:
+                answers.append(BrokerRejected(order.message, raw={"broker_order_id": order.broker_order_id, **ack.raw}))
+            else:
+                answers.append(ack)
+        return answers
 
     def cancel_order(self, *, broker_order_id: str, symbol: str) -> OrderAck:
         """Cancel at once: the ack says ``canceled``. A final or unknown order

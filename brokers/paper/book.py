@@ -83,6 +83,7 @@ class InstrumentSpec:
     session: str = "24x7"
     timezone: str = "UTC"
     currency: str = "USD"  # prices, fees and P&L are in it
+    venue: str = "SIM"  # its tick rule (marketdata.venues.tick_size_for)
 
     @property
     def is_margin_product(self) -> bool:

@@ -158,6 +158,7 @@ class PaperEngine:
         next_order_no: int = 1,
         next_trade_no: int = 1,
         reserved_elsewhere: Decimal = ZERO,
+        working_elsewhere: Mapping[tuple[str, str], Decimal] | None = None,
         base_currency: str = "USD",
         balances: Mapping[str, Decimal] | None = None,
     ) -> None:
@@ -175,6 +176,9 @@ class PaperEngine:
         # here, so their reservations stay what they were when loaded).
         self.reserved_total = ZERO
         self.reserved_elsewhere = reserved_elsewhere
+        # Likewise the remaining qty of the working orders not loaded, per
+        # (symbol, side), for the symbols whose closing orders net against it.
+        self.working_elsewhere: dict[tuple[str, str], Decimal] = dict(working_elsewhere or {})
         self._by_client: dict[str, Order] = {}
         self._books: dict[str, SymbolBook] = {}
         self._expiries: list[tuple[float, int, Order]] = []
@@ -562,7 +566,8 @@ class PaperEngine:
             if (held < 0 and o.side == BUY) or (held > 0 and o.side == SELL):
                 # Closes first, net of other working orders closing the same position.
                 book = self._books.get(o.symbol)
-                same_side = ZERO if book is None else book.working_on_side(o.side) - counted
+                loaded = ZERO if book is None else book.working_on_side(o.side)
+                same_side = loaded + self.working_elsewhere.get((o.symbol, o.side), ZERO) - counted
                 opening = max(remaining - max(abs(held) - same_side, ZERO), ZERO)
             else:
                 opening = remaining

@@ -24,6 +24,11 @@ class PaperAccount(models.Model):
     # Per symbol: the last quote the book saw and the size of it left
     # (book.MarketState), so a quote is never filled twice, even across restarts.
     market_state = models.JSONField(default=dict, blank=True)
+    # The working orders' totals per symbol and side, kept exact by
+    # store.book_save from the changes it writes: {symbol: {side:
+    # [reserved, remaining qty]}} as decimal strings. A change of a few
+    # orders reads these instead of summing every resting order.
+    working_totals = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

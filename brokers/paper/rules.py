@@ -1,5 +1,6 @@
 """What the paper venue accepts: new-order checks and day-order expiry.
-Pure Python (the session rules come from marketdata.sessions, also pure)."""
+Pure Python (the session and tick rules come from marketdata.sessions and
+marketdata.venues, also pure)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from decimal import Decimal
 
 from brokers.paper.book import BUY, LIMIT, MARKET, ORDER_TYPES, SCALE, SIDES, STOP_LIMIT, TIMES_IN_FORCE, InstrumentSpec, MarketState, Order
 from marketdata.sessions import next_session_close
+from marketdata.venues import tick_size_for
 
 DAY_SECONDS = 86_400
 # The paper models hold 18 integer digits and 10 decimals; anything a book
@@ -65,15 +67,15 @@ def new_order_refusal(
     if o.order_type == LIMIT or o.order_type == STOP_LIMIT:
         if o.price is None or not o.price > 0:
             return f"A {o.order_type} order needs a positive price."
-        if not on_grid(o.price, spec.tick_size):
-            return f"price {o.price} is not a multiple of the tick size {spec.tick_size}."
+        if not on_grid(o.price, tick := tick_size_for(spec, o.price)):
+            return f"price {o.price} is not a multiple of the tick size {tick}."
     elif o.price is not None:
         return f"A {o.order_type} order takes no price."
     if o.is_stop:
         if o.stop_price is None or not o.stop_price > 0:
             return f"A {o.order_type} order needs a positive stop_price."
-        if not on_grid(o.stop_price, spec.tick_size):
-            return f"stop_price {o.stop_price} is not a multiple of the tick size {spec.tick_size}."
+        if not on_grid(o.stop_price, tick := tick_size_for(spec, o.stop_price)):
+            return f"stop_price {o.stop_price} is not a multiple of the tick size {tick}."
     elif o.stop_price is not None:
         return f"A {o.order_type} order takes no stop_price."
     if o.reduce_only:
@@ -110,15 +112,15 @@ def modify_refusal(
     if price is not None:
         if o.order_type not in (LIMIT, STOP_LIMIT):
             return f"A {o.order_type} order has no limit price to change."
-        if price <= 0 or not on_grid(price, spec.tick_size):
-            return f"price {price} must be positive and a multiple of the tick size {spec.tick_size}."
+        if price <= 0 or not on_grid(price, tick := tick_size_for(spec, price)):
+            return f"price {price} must be positive and a multiple of the tick size {tick}."
     if stop_price is not None:
         if not o.is_stop:
             return f"A {o.order_type} order has no stop price to change."
         if o.triggered and stop_price != o.stop_price:
             return "The stop has triggered already: its stop price can no longer change."
-        if stop_price <= 0 or not on_grid(stop_price, spec.tick_size):
-            return f"stop_price {stop_price} must be positive and a multiple of the tick size {spec.tick_size}."
+        if stop_price <= 0 or not on_grid(stop_price, tick := tick_size_for(spec, stop_price)):
+            return f"stop_price {stop_price} must be positive and a multiple of the tick size {tick}."
     new_qty = o.qty if qty is None else qty
     if o.reduce_only and new_qty - o.filled_qty > reducible:
         return f"reduce_only: the new qty leaves {new_qty - o.filled_qty} to fill, more than the position of {reducible} it may reduce."

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from decimal import Decimal
 from functools import partial
 
@@ -35,12 +35,13 @@ from brokers.paper.book import DEPOSIT, Event, FillEvent, LedgerEntry, Order, Or
 from brokers.paper.engine import PaperEngine
 from brokers.paper.ledger import LedgerRefused
 from brokers.paper.models import PaperAccount, PaperBalance, PaperLedgerEntry, PaperOrder
-from brokers.paper.store import book_load, book_save, instrument_spec, order_from_row, to_datetime
+from brokers.paper.store import book_load, book_save, order_from_row, to_datetime
 from brokers.registry import deliver_fills, deliver_order_updates
 from core.exceptions import InvalidInput
 from marketdata.fx import fx_rates
 from marketdata.models import Instrument
 from marketdata.quotes import quote_get, quotes_get
+from marketdata.selectors import instrument_tradable
 from marketdata.types import Quote
 
 logger = logging.getLogger(__name__)
@@ -142,16 +143,18 @@ def _run(
     now: float,
     operation: Callable[[PaperEngine], list[Event]],
     *,
-    orders_of: Collection[str],
+    orders_of: Collection[str] = (),
     expiring_by: float | None = None,
+    order_ids: Collection[str] | None = None,
     symbols: Iterable[str] = (),
 ) -> PaperEngine:
     """Load the locked book with the working orders of ``orders_of`` (and
-    those due to expire by ``expiring_by``; the others count only by their
-    reservations, see store.book_load), apply ``operation``, save, report
-    after commit. ``operation`` must touch no other order. Callers hold the
-    lock inside their transaction; an exception rolls all back."""
-    book = book_load(paper, symbols=symbols, orders_of=orders_of, expiring_by=expiring_by)
+    those due to expire by ``expiring_by``, and ``order_ids``; the others
+    count only by their reservations and remaining qty, see
+    store.book_load), apply ``operation``, save, report after commit.
+    ``operation`` must touch no other order. Callers hold the lock inside
+    their transaction; an exception rolls all back."""
+    book = book_load(paper, symbols=symbols, orders_of=orders_of, expiring_by=expiring_by, order_ids=order_ids)
     engine_rates_refresh(book.engine, now=now)
     events = operation(book.engine)
     book.engine.cover_debits(now)
@@ -160,13 +163,14 @@ def _run(
     return book.engine
 
 
-def _instrument(symbol: str) -> Instrument:
-    instrument = Instrument.objects.filter(symbol=symbol).first()
-    if instrument is None:
-        raise OrderRejected(f"Unknown symbol {symbol!r}.")
-    if not instrument.active:
-        raise OrderRejected(f"{symbol} is not tradable (inactive).")
-    return instrument
+def _instrument_refusal(symbol: str) -> str | None:
+    """Why the venue does not trade ``symbol``, or None (the active
+    instrument comes from the process cache, without a query)."""
+    if instrument_tradable(symbol=symbol) is not None:
+        return None
+    if Instrument.objects.filter(symbol=symbol).exists():
+        return f"{symbol} is not tradable (inactive)."
+    return f"Unknown symbol {symbol!r}."
 
 
 def paper_order_place(*, account_id: int, request: OrderRequest, now: float | None = None) -> Order:
@@ -175,26 +179,56 @@ def paper_order_place(*, account_id: int, request: OrderRequest, now: float | No
     ``rejected`` with the reason when refused: the refusal is recorded, as a
     venue does). A client order id used before returns that order unchanged.
     Raises OrderRejected for an unknown or inactive symbol."""
+    [placed] = paper_orders_place(account_id=account_id, requests=[request], now=now)
+    if isinstance(placed, OrderRejected):
+        raise placed
+    return placed
+
+
+def paper_orders_place(*, account_id: int, requests: Sequence[OrderRequest], now: float | None = None) -> list[Order | OrderRejected]:
+    """``paper_order_place`` for several orders of one account, in the given
+    order, in one transaction: one lock, one load of the book (none of its
+    resting orders: a new order matches against the quote only), one save.
+    For each request the order as the venue holds it, or the OrderRejected
+    an unknown or inactive symbol gets (nothing recorded for that one)."""
     now = time.time() if now is None else now
-    spec = instrument_spec(_instrument(request.symbol))
-    quote = quote_get(request.symbol)
-    placed: list[str] = []
+    symbols = sorted({r.symbol for r in requests})
+    refusals = {symbol: reason for symbol in symbols if (reason := _instrument_refusal(symbol)) is not None}
+    tradable = [symbol for symbol in symbols if symbol not in refusals]
+    results: list[Order | OrderRejected | None] = [None] * len(requests)
+    placed: dict[int, str] = {}
 
     def submit(engine: PaperEngine) -> list[Event]:
         _refresh_marks(engine)
-        events = engine.submit(request, quote, spec, now)
-        placed.append(events[-1].broker_order_id)
+        quotes = quotes_get(tradable)
+        events: list[Event] = []
+        for i, request in enumerate(requests):
+            if results[i] is not None:
+                continue
+            spec = engine.specs[request.symbol]
+            submitted = engine.submit(request, quotes.get(request.symbol), spec, now)
+            placed[i] = submitted[-1].broker_order_id
+            events.extend(submitted)
         return events
 
     with transaction.atomic():
         paper = paper_account_lock(account_id=account_id)
-        if request.client_order_id:
+        for i, request in enumerate(requests):
+            if request.symbol in refusals:
+                results[i] = OrderRejected(refusals[request.symbol])
+        named = {r.client_order_id for i, r in enumerate(requests) if r.client_order_id and results[i] is None}
+        if named:
             # Idempotent at the venue: finished orders are not in the loaded book, so ask the table.
-            existing = PaperOrder.objects.filter(account=paper, client_order_id=request.client_order_id).first()
-            if existing is not None:
-                return order_from_row(existing)
-        engine = _run(paper, now, submit, orders_of=[request.symbol], symbols=[request.symbol])
-    return engine.orders[placed[0]]
+            existing = {row.client_order_id: row for row in PaperOrder.objects.filter(account=paper, client_order_id__in=named)}
+            for i, request in enumerate(requests):
+                row = existing.get(request.client_order_id) if results[i] is None and request.client_order_id else None
+                if row is not None:
+                    results[i] = order_from_row(row)
+        if any(result is None for result in results):
+            engine = _run(paper, now, submit, order_ids=(), symbols=tradable)
+            for i, broker_order_id in placed.items():
+                results[i] = engine.orders[broker_order_id]
+    return [result for result in results if result is not None]
 
 
 def paper_order_cancel(*, account_id: int, broker_order_id: str, now: float | None = None) -> Order:
@@ -202,8 +236,8 @@ def paper_order_cancel(*, account_id: int, broker_order_id: str, now: float | No
     now = time.time() if now is None else now
     with transaction.atomic():
         paper = paper_account_lock(account_id=account_id)
-        row = _working_row(paper, broker_order_id, "canceled")
-        engine = _run(paper, now, lambda e: e.cancel(broker_order_id, now), orders_of=[row.symbol])
+        _working_row(paper, broker_order_id, "canceled")
+        engine = _run(paper, now, lambda e: e.cancel(broker_order_id, now), order_ids=[broker_order_id])
     return engine.orders[broker_order_id]
 
 
@@ -229,7 +263,7 @@ def paper_order_modify(
             _refresh_marks(engine)
             return engine.modify(broker_order_id, qty=qty, price=price, stop_price=stop_price, quote=quote, now=now)
 
-        engine = _run(paper, now, modify, orders_of=[row.symbol])
+        engine = _run(paper, now, modify, order_ids=[broker_order_id], symbols=[row.symbol])
     return engine.orders[broker_order_id]
 
 

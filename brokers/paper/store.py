@@ -16,12 +16,13 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q, Sum
+from django.db.models import Q
 
 from brokers.paper.book import WORKING, ZERO, Changes, EngineConfig, InstrumentSpec, MarketState, Order, Position
 from brokers.paper.engine import PaperEngine
 from brokers.paper.models import PaperAccount, PaperBalance, PaperFill, PaperLedgerEntry, PaperOrder, PaperPosition
 from marketdata.models import Instrument
+from marketdata.selectors import instruments_cached
 
 _ORDER_UPDATE_FIELDS = [
     "qty",
@@ -60,6 +61,7 @@ def instrument_spec(instrument: Instrument) -> InstrumentSpec:
         session=instrument.session,
         timezone=instrument.timezone,
         currency=instrument.currency,
+        venue=instrument.venue,
     )
 
 
@@ -67,7 +69,8 @@ def specs_for(symbols: Iterable[str]) -> dict[str, InstrumentSpec]:
     wanted = set(symbols)
     if not wanted:
         return {}
-    return {i.symbol: instrument_spec(i) for i in Instrument.objects.filter(symbol__in=wanted)}
+    # From the process's instrument cache: a book's load asks for none once seen.
+    return {symbol: instrument_spec(i) for symbol, i in instruments_cached(symbols=wanted).items()}
 
 
 def to_datetime(ts: float) -> datetime:
@@ -163,12 +166,31 @@ def _order_row(order: Order, account: PaperAccount, pk: int | None) -> PaperOrde
     )
 
 
+# (symbol, side) -> [reserved, remaining qty] summed over the working orders.
+Totals = dict[tuple[str, str], list[Decimal]]
+
+
+def totals_from_json(data: dict[str, Any] | None) -> Totals:
+    return {(symbol, side): [Decimal(r), Decimal(q)] for symbol, sides in (data or {}).items() for side, (r, q) in sides.items()}
+
+
+def totals_to_json(totals: Totals) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for (symbol, side), (reserved, remaining) in sorted(totals.items()):
+        if reserved or remaining:  # nothing working there any more
+            data.setdefault(symbol, {})[side] = [str(reserved), str(remaining)]
+    return data
+
+
 @dataclass
 class LoadedBook:
     paper: PaperAccount
     engine: PaperEngine
     order_pks: dict[str, int] = field(default_factory=dict)
     position_pks: dict[str, int] = field(default_factory=dict)
+    totals: Totals = field(default_factory=dict)  # PaperAccount.working_totals, kept current
+    # What each loaded working order adds to the totals: (symbol, side, reserved, remaining).
+    counted: dict[str, tuple[str, str, Decimal, Decimal]] = field(default_factory=dict)
 
 
 def book_load(
@@ -177,6 +199,7 @@ def book_load(
     symbols: Iterable[str] = (),
     orders_of: Collection[str] | None = None,
     expiring_by: float | None = None,
+    order_ids: Collection[str] | None = None,
 ) -> LoadedBook:
     """The account's book in a fresh engine: working orders, positions, market
     states, and the terms of their instruments and of ``symbols``.
@@ -184,43 +207,54 @@ def book_load(
     ``orders_of`` (None: all) loads only the working orders of these symbols,
     plus, with ``expiring_by``, every working order due to expire by then, so
     that one order's change costs the same however many orders rest on other
-    symbols. The reservations of the working orders not loaded count in one
-    SQL sum (``engine.reserved_elsewhere``): the engine never touches an
-    order it did not load, and the only thing it reads of the others is their
-    total reservation (buying power, order margin). Matching, closing-order
-    netting and reduce_only checks are per symbol; cash and positions are
-    loaded whole. The loaded and the summed rows are complements of one
-    filter, so their reservations add up to the sum over every working order,
-    as a full load computes it, and exactly: PostgreSQL sums numerics
-    exactly, and with 10 decimals a total below 10**18 (reservations are
-    accepted within buying power) fits Decimal's 28 digits, so adding it up
-    in any grouping or order gives the same value. (SQLite, for tests only,
-    stores decimals as floats anyway.)"""
+    symbols. ``order_ids`` (with ``orders_of`` empty) loads these orders only
+    (a cancel, a change), and none for a placement (``order_ids=()``): a new
+    order matches against the quote, never against the resting orders. So
+    placing, canceling or changing one order reads none of the orders resting
+    on its symbol or any other.
+
+    Of the orders not loaded the engine needs only their total reservation
+    (buying power, order margin; ``engine.reserved_elsewhere``) and their
+    remaining qty per symbol and side (closing orders net against it,
+    ``engine.working_elsewhere``): the book's ``working_totals`` (kept by
+    ``book_save`` over every working order) less what the loaded orders add,
+    with no query. Exact: decimals with 10 places in totals below 10**18
+    (reservations are accepted within buying power) fit Decimal's 28 digits,
+    so adding and taking away in any order gives the same value as a sum
+    over the rows. (SQLite, for tests only, stores decimals as floats anyway.)"""
     working = PaperOrder.objects.filter(account=paper, working=True)
-    reserved_elsewhere = ZERO
-    if orders_of is None:
+    if orders_of is None and order_ids is None:
         rows = list(working.order_by("seq"))
     else:
-        scope = Q(symbol__in=sorted(set(orders_of)))
+        scope = Q(symbol__in=sorted(set(orders_of or ())))
+        if order_ids:
+            scope |= Q(broker_order_id__in=sorted(set(order_ids)))
         if expiring_by is not None:
             # Rounding to microseconds is monotonic and a saved expiry loads
             # back to the same microsecond: every order that
             # expire_day_orders(expiring_by) would expire is loaded.
             scope |= Q(expires_at__lte=to_datetime(expiring_by))
         rows = list(working.filter(scope).order_by("seq"))
-        # exclude() keeps rows whose expires_at is NULL (Django negates
-        # nullable lookups with IS NOT NULL): exactly the complement.
-        reserved_elsewhere = working.exclude(scope).aggregate(total=Sum("reserved"))["total"] or ZERO
+    totals = totals_from_json(paper.working_totals)
+    counted = {row.broker_order_id: (row.symbol, row.side, row.reserved, row.qty - row.filled_qty) for row in rows}
+    elsewhere = {key: list(values) for key, values in totals.items()}
+    for symbol, side, reserved, remaining in counted.values():
+        left = elsewhere.setdefault((symbol, side), [ZERO, ZERO])
+        left[0] -= reserved
+        left[1] -= remaining
+    reserved_elsewhere = sum((r for r, _ in elsewhere.values()), ZERO)
+    working_elsewhere = {key: q for key, (_, q) in elsewhere.items() if q}
     engine = PaperEngine(
         engine_config(),
         fees_paid=paper.fees_paid,
         next_order_no=paper.next_order_no,
         next_trade_no=paper.next_trade_no,
         reserved_elsewhere=reserved_elsewhere,
+        working_elsewhere=working_elsewhere,
         base_currency=paper.account.base_currency,
         balances=dict(PaperBalance.objects.filter(account=paper).values_list("currency", "amount")),
     )
-    book = LoadedBook(paper=paper, engine=engine)
+    book = LoadedBook(paper=paper, engine=engine, totals=totals, counted=counted)
     positions = list(PaperPosition.objects.filter(account=paper))
     wanted = {*symbols, *(r.symbol for r in rows), *(p.symbol for p in positions if p.qty)}
     for spec in specs_for(wanted).values():
@@ -234,6 +268,24 @@ def book_load(
         book.order_pks[row.broker_order_id] = row.pk
         engine.restore_order(order_from_row(row))
     return book
+
+
+def _totals_update(book: LoadedBook, orders: Iterable[Order]) -> None:
+    """Take what the changed orders added to the working totals as loaded,
+    add what they add now (nothing once they stop working)."""
+    for order in orders:
+        before = book.counted.pop(order.broker_order_id, None)
+        if before is not None:
+            symbol, side, reserved, remaining = before
+            total = book.totals.setdefault((symbol, side), [ZERO, ZERO])
+            total[0] -= reserved
+            total[1] -= remaining
+        if order.status in WORKING:
+            now_counted = (order.symbol, order.side, order.reserved, order.qty - order.filled_qty)
+            book.counted[order.broker_order_id] = now_counted
+            total = book.totals.setdefault((order.symbol, order.side), [ZERO, ZERO])
+            total[0] += now_counted[2]
+            total[1] += now_counted[3]
 
 
 def book_save(book: LoadedBook, now: float) -> Changes:
@@ -313,6 +365,10 @@ def book_save(book: LoadedBook, now: float) -> Changes:
             update_fields=["amount", "updated_at"],
         )
     fields = ["cash", "fees_paid", "next_order_no", "next_trade_no", "updated_at"]
+    if changes.orders:
+        _totals_update(book, changes.orders)
+        paper.working_totals = totals_to_json(book.totals)
+        fields.append("working_totals")
     paper.cash = engine.cash
     paper.fees_paid = engine.fees_paid
     paper.next_order_no = engine.next_order_no

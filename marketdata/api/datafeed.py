@@ -192,6 +192,8 @@ def _quotes(names: list[str]) -> dict[str, Any]:
 
 
 class QuotesView(UdfView):
+    post_reads = True  # the POST is the GET with a long symbol list: a read key may send it
+
     @extend_schema(
         parameters=[QuotesQuerySerializer],
         responses={200: UdfQuotesSerializer, **_ERRORS},

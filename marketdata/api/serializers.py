@@ -109,6 +109,7 @@ class QuotesQuerySerializer(serializers.Serializer):
 class SymbolListQuerySerializer(serializers.Serializer):
     type = serializers.ChoiceField(choices=InstrumentType.choices, required=False)
     exchange = serializers.CharField(required=False, max_length=32)
+    venue = serializers.CharField(required=False, max_length=32, help_text="Where it trades: SIM, KRX, NSE, BSE, NFO, a CCXT exchange id.")
     active = serializers.BooleanField(required=False, allow_null=True, default=None)
     search = serializers.CharField(required=False, max_length=200, help_text="Part of the symbol or description.")
 
@@ -234,6 +235,11 @@ class FeedStatusSerializer(serializers.Serializer):
     last_tick_time = serializers.FloatField(allow_null=True, help_text="Unix seconds of the last tick.")
     steps = serializers.IntegerField()
     stale = serializers.BooleanField()
+    feeds = serializers.IntegerField(required=False, help_text="Broker feeds: connections polled.")
+    dropped = serializers.IntegerField(required=False, help_text="Broker feeds: ticks dropped by a full buffer.")
+    refused = serializers.IntegerField(required=False, help_text="Broker feeds: ticks and quotes of instruments quoted by another source.")
+    malformed = serializers.IntegerField(required=False, help_text="Broker feeds: frames that could not be read (skipped).")
+    reconnects = serializers.IntegerField(required=False, help_text="Broker feeds: connections opened again after a drop.")
 
 
 class SubscribersSerializer(serializers.Serializer):
@@ -271,6 +277,9 @@ class InstrumentSerializer(serializers.ModelSerializer):
             "symbol",
             "description",
             "exchange",
+            "venue",
+            "code",
+            "quote_source",
             "type",
             "currency",
             "tick_size",

@@ -12,6 +12,7 @@ from core.decimals import plain_decimal
 from marketdata.models import Instrument, InstrumentType
 from marketdata.selectors import History
 from marketdata.types import INTRADAY_RESOLUTIONS, SUPPORTED_RESOLUTIONS, Quote
+from marketdata.venues import SIM
 
 # TradingView knows "Etc/UTC", not "UTC".
 _TIMEZONES = {"UTC": "Etc/UTC", "GMT": "Etc/UTC", "": "Etc/UTC"}
@@ -48,6 +49,12 @@ def config_body(*, exchanges: list[str], supports_marks: bool, supports_timescal
     }
 
 
+def venue_label(instrument: Instrument) -> str:
+    """What the chart shows as the exchange: a broker instrument's venue
+    (KRX, NSE, BINANCE); a simulated one's exchange as seeded (NASDAQ...)."""
+    return instrument.exchange if instrument.venue == SIM else instrument.venue
+
+
 def symbol_info(instrument: Instrument) -> dict[str, Any]:
     pricescale, minmov = price_format(instrument.tick_size)
     return {
@@ -56,8 +63,8 @@ def symbol_info(instrument: Instrument) -> dict[str, Any]:
         "description": instrument.description or instrument.symbol,
         "type": instrument.type,
         "session": instrument.session,
-        "exchange": instrument.exchange,
-        "listed_exchange": instrument.exchange,
+        "exchange": venue_label(instrument),
+        "listed_exchange": venue_label(instrument),
         "timezone": _TIMEZONES.get(instrument.timezone, instrument.timezone),
         "minmov": minmov,
         "pricescale": pricescale,
@@ -77,7 +84,7 @@ def search_item(instrument: Instrument) -> dict[str, Any]:
         "symbol": instrument.symbol,
         "full_name": instrument.symbol,
         "description": instrument.description or instrument.symbol,
-        "exchange": instrument.exchange,
+        "exchange": venue_label(instrument),
         "ticker": instrument.symbol,
         "type": instrument.type,
     }
@@ -98,7 +105,7 @@ def quote_entry(name: str, instrument: Instrument | None, quote: Quote | None) -
             "ch": _f(quote.change),
             "chp": _f(quote.change_percent),
             "short_name": instrument.symbol,
-            "exchange": instrument.exchange,
+            "exchange": venue_label(instrument),
             "description": instrument.description or instrument.symbol,
             "lp": float(quote.last),
             "ask": _f(quote.ask),

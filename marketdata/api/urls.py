@@ -1,7 +1,7 @@
 from django.urls import re_path
 
 from core.urls import route
-from marketdata.api import datafeed, views
+from marketdata.api import datafeed, fo, views
 
 urlpatterns = [
     # TradingView UDF
@@ -24,4 +24,10 @@ urlpatterns = [
     *route("symbols/<textpath:symbol>", views.SymbolDetailView.as_view(), name="symbol-detail"),
     *route("quotes", views.QuoteListView.as_view(), name="quotes"),
     *route("history-bars", views.HistoryBarsView.as_view(), name="history-bars"),
+    # F&O analytics
+    *route("fo/calculator", fo.CalculatorView.as_view(), name="fo-calculator"),
+    *route("fo/strike-distribution", fo.StrikeDistributionView.as_view(), name="fo-strike-distribution"),
+    *route("fo/moneyness-series", fo.MoneynessSeriesView.as_view(), name="fo-moneyness-series"),
+    *route("futures/position-signals", fo.PositionSignalsView.as_view(), name="futures-position-signals"),
+    *route("futures/rollover-metrics", fo.RolloverMetricsView.as_view(), name="futures-rollover-metrics"),
 ]

@@ -1,7 +1,8 @@
 """Fair values of simulated derivatives from their underlying's price.
 
-Futures: cost of carry, F = S * exp(r * T). Options: Black-Scholes with a
-smile (implied volatility rising with |log moneyness|). Scalar and numpy forms.
+Futures: cost of carry, F = S * exp(r * T). Options: Black-Scholes
+(``marketdata.analytics.pricing``, the one implementation the analytics use
+too) with a smile (implied volatility rising with |log moneyness|).
 """
 
 from __future__ import annotations
@@ -9,14 +10,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import ndtr
 
-YEAR = 365 * 86_400
-RATE = 0.04
+from marketdata.analytics.pricing import SECONDS_PER_YEAR, chain_values, option_value, years_to_expiry
+
+YEAR = SECONDS_PER_YEAR
+RATE = 0.04  # the simulator's risk-free rate; the demo index carries it as Instrument.risk_free_rate
 
 
 def years_to(expiry_ts: float, t: float) -> float:
-    return max(expiry_ts - t, 0.0) / YEAR
+    return years_to_expiry(expiry_ts, t)
 
 
 def future_price(spot: float, expiry_ts: float, t: float, rate: float = RATE) -> float:
@@ -28,31 +30,20 @@ def smile_iv(spot: float, strike: float, base_iv: float) -> float:
     return base_iv + 0.8 * moneyness * moneyness - 0.1 * moneyness
 
 
-def _norm_cdf(x: float) -> float:
-    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
-
-
 def option_price(spot: float, strike: float, years: float, iv: float, call: bool, rate: float = RATE) -> float:
-    if years <= 0 or iv <= 0:
-        return max(spot - strike, 0.0) if call else max(strike - spot, 0.0)
-    sqrt_t = math.sqrt(years)
-    d1 = (math.log(spot / strike) + (rate + 0.5 * iv * iv) * years) / (iv * sqrt_t)
-    d2 = d1 - iv * sqrt_t
-    discount = math.exp(-rate * years)
-    if call:
-        return spot * _norm_cdf(d1) - strike * discount * _norm_cdf(d2)
-    return strike * discount * _norm_cdf(-d2) - spot * _norm_cdf(-d1)
+    return option_value(
+        model="bs",
+        option_type="call" if call else "put",
+        spot=spot,
+        strike=strike,
+        years=max(years, 0.0),
+        rate=rate,
+        volatility=max(iv, 0.0),
+    ).price
 
 
 def option_prices(spot: np.ndarray, strike: float, years: np.ndarray, base_iv: float, call: bool, rate: float = RATE) -> np.ndarray:
     """Vectorised Black-Scholes with the same smile, for history generation."""
     moneyness = np.log(strike / spot)
-    iv = base_iv + 0.8 * moneyness * moneyness - 0.1 * moneyness
-    years = np.maximum(years, 1e-9)
-    sqrt_t = np.sqrt(years)
-    d1 = (np.log(spot / strike) + (rate + 0.5 * iv * iv) * years) / (iv * sqrt_t)
-    d2 = d1 - iv * sqrt_t
-    discount = np.exp(-rate * years)
-    if call:
-        return spot * ndtr(d1) - strike * discount * ndtr(d2)
-    return strike * discount * ndtr(-d2) - spot * ndtr(-d1)
+    iv = np.maximum(base_iv + 0.8 * moneyness * moneyness - 0.1 * moneyness, 0.0)
+    return chain_values(model="bs", call=call, spot=spot, strike=strike, years=np.maximum(years, 0.0), rate=rate, volatility=iv).price

@@ -39,6 +39,9 @@ class SimInstrument:
     strike: float | None = None
     call: bool = True
     open_interest: float | None = None
+    # The name its price path is drawn for, when not its symbol: an
+    # instrument moved aside (NSE:INFY -> SIM:NSE:INFY) keeps its path.
+    seed_name: str = ""
 
 
 # Seconds already evaluated: (unix seconds, price ticks, volumes), contiguous.
@@ -73,7 +76,7 @@ class SimulatedFeed:
         for inst in instruments:
             if inst.underlying is None and inst.price:
                 self.specs[inst.symbol] = SimSpec(
-                    symbol=inst.symbol,
+                    symbol=inst.seed_name or inst.symbol,
                     start_price=inst.price,
                     volatility=inst.volatility,
                     tick_size=inst.tick_size,
@@ -117,7 +120,7 @@ class SimulatedFeed:
         else:
             value = option_prices(spot, float(inst.strike or 0), years, inst.volatility, inst.call)
         ticks = np.maximum(np.rint(value / float(inst.tick_size)), 1).astype(np.int64)
-        return ticks, (volume * _symbol_factor(inst.symbol)) // 3
+        return ticks, (volume * _symbol_factor(inst.seed_name or inst.symbol)) // 3
 
     def _is_open(self, inst: SimInstrument, ts: int) -> bool:
         if inst.expiry_ts is not None and ts >= inst.expiry_ts:

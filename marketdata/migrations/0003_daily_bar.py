@@ -4,12 +4,8 @@ import django.db.models.deletion
 from django.db import migrations, models
 
 
-def build_daily_bars(apps, schema_editor):
-    # The minutes stored before the aggregate existed (a demo database's 30
-    # days: seconds). The same code as `manage.py build_daily_bars`.
-    from marketdata.services import daily_bars_build
-
-    daily_bars_build()
+# The aggregate of the minutes stored before it existed is built by
+# 0004_instrument_venue: the service reads instruments with today's model.
 
 
 class Migration(migrations.Migration):
@@ -40,5 +36,4 @@ class Migration(migrations.Migration):
                 "constraints": [models.UniqueConstraint(fields=("instrument", "time"), name="dailybar_unique_instrument_time")],
             },
         ),
-        migrations.RunPython(build_daily_bars, migrations.RunPython.noop),
     ]

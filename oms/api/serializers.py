@@ -143,25 +143,36 @@ class OrderEventSerializer(serializers.Serializer):
     source = serializers.ChoiceField(choices=Source.choices, read_only=True)  # type: ignore[assignment]
     message = serializers.CharField(read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
+    payload = serializers.JSONField(
+        read_only=True, help_text="The broker's raw answer with this event (an exchange's info), secrets masked."
+    )
+
+
+class DealDetailSerializer(DealSerializer):
+    payload = serializers.JSONField(read_only=True, help_text="The broker's raw trade (an exchange's info), secrets masked.")
 
 
 class OrderDetailSerializer(OrderSerializer):
     events = OrderEventSerializer(many=True, read_only=True)
-    deals = DealSerializer(many=True, read_only=True)
+    deals = DealDetailSerializer(many=True, read_only=True)
 
     def to_representation(self, instance: Any) -> dict[str, Any]:
         return {
             **order_payload(instance),
             "events": OrderEventSerializer(instance.events.all(), many=True).data,
-            "deals": [deal_payload(deal) for deal in instance.deals.all()],
+            "deals": [{**deal_payload(deal), "payload": deal.payload} for deal in instance.deals.all()],
         }
 
 
 class HoldingSerializer(serializers.Serializer):
     symbol = serializers.CharField(read_only=True)
-    qty = _decimal()
-    avg_price = _decimal()
+    qty = _decimal(help_text="Held, the T+1 quantity (bought, not yet settled) included.")
+    avg_price = _decimal(allow_null=True, help_text="The average cost per unit; null where the broker cannot tell it (no P&L then).")
     last_price = _decimal(allow_null=True)
+    t1_qty = _decimal(help_text="Of qty, bought but not yet settled (Kite's t1_quantity); 0 where the broker has none.")
+    pnl = _decimal(allow_null=True, help_text="The broker's P&L of the holding, in currency (null where it gives none).")
+    day_change = _decimal(allow_null=True, help_text="Today's change of the holding's value, in currency (null where none).")
+    currency = serializers.CharField(read_only=True, help_text="The currency of pnl and the prices (empty: the account's).")
 
 
 class HoldingListSerializer(serializers.Serializer):
@@ -185,6 +196,9 @@ class FundsSerializer(serializers.Serializer):
     margin_used = _decimal()
     margin_available = _decimal(help_text="Equity less margin in use.")
     equity = _decimal(help_text="Cash plus holdings at market plus unrealized P&L of margin products.")
+    unrealized_pnl = _decimal(
+        allow_null=True, help_text="Open positions' unrealized P&L, apart from cash (equity = cash + it), where the broker reports it."
+    )
     balances = BalanceSerializer(many=True, read_only=True, help_text="One line per currency held.")
     buying_power = _decimal(help_text="What may still open or grow positions (margin_available less working orders' reservations).")
     rates = serializers.DictField(
@@ -195,6 +209,39 @@ class FundsSerializer(serializers.Serializer):
 class SyncQueuedSerializer(serializers.Serializer):
     account_id = serializers.IntegerField(read_only=True)
     status = serializers.ChoiceField(choices=["queued"], read_only=True)
+
+
+class ExternalBookingSerializer(serializers.Serializer):
+    deal_id = serializers.IntegerField(read_only=True)
+    symbol = serializers.CharField(read_only=True)
+    side = serializers.ChoiceField(choices=Side.choices, read_only=True)
+    qty = serializers.CharField(read_only=True, help_text="Decimal string.")
+    price = serializers.CharField(read_only=True, help_text="Decimal string: the broker's average price.")
+
+
+class SyncDriftSerializer(serializers.Serializer):
+    symbol = serializers.CharField(read_only=True)
+    broker_qty = serializers.CharField(read_only=True, help_text="Signed decimal string (long > 0).")
+    terminal_qty = serializers.CharField(read_only=True, help_text="Signed decimal string: the open positions' sum.")
+
+
+class SyncSummarySerializer(serializers.Serializer):
+    """What one account sync did (``oms.services.sync.SyncSummary``)."""
+
+    account_id = serializers.IntegerField(read_only=True)
+    outcome = serializers.ChoiceField(choices=["ok", "error", "skipped"], read_only=True, help_text="skipped: a sync was running.")
+    message = serializers.CharField(read_only=True)
+    initial = serializers.BooleanField(read_only=True, help_text="The account's first sync: what the broker holds is booked.")
+    started_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    duration = serializers.FloatField(read_only=True, help_text="Seconds.")
+    error = serializers.CharField(read_only=True, help_text="The failure, secrets masked (empty when ok).")
+    held = serializers.IntegerField(read_only=True, help_text="Symbols held at the broker.")
+    booked = ExternalBookingSerializer(many=True, read_only=True, help_text="External deals booked by the first sync.")
+    drift = SyncDriftSerializer(many=True, read_only=True, help_text="Quantities the broker and the terminal disagree on.")
+    moving = serializers.ListField(
+        child=serializers.CharField(), read_only=True, help_text="Symbols whose quantity moved while syncing: compared next time."
+    )
+    reconcile = serializers.DictField(read_only=True, allow_null=True, help_text="The reconciliation's summary.")
 
 
 # --- commands --------------------------------------------------------------------------------------
@@ -216,3 +263,19 @@ class CommandResultSerializer(serializers.Serializer):
     order_ids = serializers.ListField(
         child=serializers.IntegerField(), required=False, help_text="cancel_all, flatten_all: orders touched."
     )
+
+
+class WsEndpointCountsSerializer(serializers.Serializer):
+    gateway = serializers.IntegerField(help_text="Open connections to /api/v1/ws.")
+    orders = serializers.IntegerField(help_text="Open connections to /api/v1/ws/orders and /api/v1/ws/orders/{account_id}.")
+
+
+class WsAccountConnectionsSerializer(serializers.Serializer):
+    account_id = serializers.IntegerField()
+    connections = serializers.IntegerField(help_text="Open /api/v1/ws/orders connections streaming this account.")
+
+
+class WsStatusSerializer(serializers.Serializer):
+    connections = serializers.IntegerField(help_text="Open WebSocket connections, every process.")
+    endpoints = WsEndpointCountsSerializer()
+    accounts = WsAccountConnectionsSerializer(many=True, help_text="Your accounts only.")

@@ -17,6 +17,7 @@ urlpatterns = [
     *route("accounts/<id:pk>/sync", views.AccountSyncView.as_view(), name="account-sync"),
     *route("accounts/<id:pk>/cancel-all", views.AccountCancelAllView.as_view(), name="account-cancel-all"),
     *route("accounts/<id:pk>/flatten", views.AccountFlattenView.as_view(), name="account-flatten"),
+    *route("ws/status", views.WsStatusView.as_view(), name="ws-status"),
     *route("orders/<id:pk>", views.OrderDetailView.as_view(), name="order-detail"),
     *route("orders/<id:pk>/cancel", views.OrderCancelView.as_view(), name="order-cancel"),
     *route("orders/<id:pk>/change", views.OrderChangeView.as_view(), name="order-change"),

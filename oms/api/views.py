@@ -23,7 +23,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from brokers.models import BrokerAccount
-from core.exceptions import DomainError
 from core.renderers import JSONRenderer
 from oms import selectors
 from oms.api import serializers as s
@@ -34,6 +33,7 @@ from oms.models import Deal, Order, Position, Source
 from oms.services.commands import Command, Outcome, account_for_user, command_for, commands_from_wire, commands_run
 from oms.services.funds import funds_payload
 from oms.services.send import account_check_configured
+from oms.services.sync import account_sync_request
 from oms.specs import (
     BatchOrdersPayload,
     EmptyPayload,
@@ -44,6 +44,7 @@ from oms.specs import (
     spec_context,
     spec_parse,
 )
+from oms.upstream_ws import upstream_ws_status
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -397,19 +398,24 @@ class AccountSyncView(APIView):
     @extend_schema(
         operation_id="accounts_sync",
         request=EmptyPayload,
-        responses={202: s.SyncQueuedSerializer, 503: s.ErrorSerializer, **_ERRORS},
-        description="Queue a reconciliation of the account with its broker.",
+        responses={
+            200: OpenApiResponse(s.SyncSummarySerializer, description="Synced now (the embedded default runs it in the request)."),
+            202: OpenApiResponse(s.SyncQueuedSerializer, description="Queued for a worker."),
+            503: s.ErrorSerializer,
+            **_ERRORS,
+        },
+        description="Sync the account with its broker: funds, holdings, positions, open orders and the day's fills (the first "
+        "sync books what the broker already holds as external deals). One sync per account at a time: one asked while another "
+        "runs is skipped (`outcome: skipped`).",
     )
     def post(self, request: Request, pk: int) -> Response:
         account = _account(request, pk)
         _empty_body(request)
         account_check_configured(account)
-        try:
-            from oms.tasks import account_reconcile_task
-        except ImportError:
-            raise DomainError("Reconciliation is not available on this server.", code="sync_unavailable", status_code=503) from None
-        account_reconcile_task.delay(account.pk)
-        return Response({"account_id": account.pk, "status": "queued"}, status=status.HTTP_202_ACCEPTED)
+        summary = account_sync_request(account.pk)
+        if summary is None:
+            return Response({"account_id": account.pk, "status": "queued"}, status=status.HTTP_202_ACCEPTED)
+        return Response(s.SyncSummarySerializer(summary).data)
 
 
 class AccountCancelAllView(APIView):
@@ -443,3 +449,17 @@ class AccountFlattenView(APIView):
     def post(self, request: Request, pk: int) -> Response:
         account = _account(request, pk)
         return _run(request, account, [_route_command("flatten_all", request.data, account)])
+
+
+# --- the upstream Kite backend's WebSocket status --------------------------------------------
+
+
+class WsStatusView(APIView):
+    @extend_schema(
+        operation_id="ws_status",
+        responses={200: s.WsStatusSerializer, **_ERRORS},
+        description="Open WebSocket connections across processes: per endpoint (the gateway /api/v1/ws and the upstream "
+        "orders paths /api/v1/ws/orders[/{account_id}]) and, for each of your accounts, the orders-path connections streaming it.",
+    )
+    def get(self, request: Request) -> Response:
+        return Response(s.WsStatusSerializer(upstream_ws_status(request.user)).data)  # type: ignore[arg-type]

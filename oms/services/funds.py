@@ -95,6 +95,7 @@ def funds_wire(account: BrokerAccount, funds: Funds) -> dict[str, Any]:
         "margin_used": _money(funds.margin_used, base),
         "margin_available": _money(funds.margin_available, base),
         "equity": _money(funds.equity, base),
+        "unrealized_pnl": _money(funds.unrealized_pnl, base),
         "balances": [
             {"currency": b.currency, "cash": _money(b.cash, b.currency), "available": _money(b.available, b.currency)} for b in balances
         ],

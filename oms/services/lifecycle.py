@@ -8,6 +8,8 @@ move an order towards the broker's status where that is a legal step
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from accounts.models import User
@@ -15,7 +17,7 @@ from brokers.base import OrderAck
 from brokers.base import OrderStatus as BrokerOrderStatus
 from core.masking import mask_secrets, mask_text
 from oms.errors import IllegalTransition
-from oms.models import FINAL_STATUSES, TRANSITIONS, Order, OrderEvent, OrderStatus, Position, Source
+from oms.models import FINAL_STATUSES, TRANSITIONS, Order, OrderEvent, OrderStatus, Source
 from oms.services.tx import AccountTx
 
 
@@ -39,28 +41,39 @@ def order_transition(
     message = mask_text(message)
     if message:
         order.status_message = message[:1000]
-    order.save()
-    OrderEvent.objects.create(
-        order=order,
-        kind=kind,
-        from_status=from_status,
-        to_status=to_status,
-        actor=actor,
-        source=source,
-        message=message[:1000],
-        payload=mask_secrets(payload or {}),
+    tx.order_save(order)
+    tx.event_add(
+        OrderEvent(
+            order=order,
+            kind=kind,
+            from_status=from_status,
+            to_status=to_status,
+            actor=actor,
+            source=source,
+            message=message[:1000],
+            payload=mask_secrets(payload or {}),
+        )
     )
-    if to_status in FINAL_STATUSES:
-        Position.objects.filter(closing_order=order).update(closing_order=None)
+    if to_status in FINAL_STATUSES and order.reduce_only:
+        # Only a close (a reduce-only order, oms.services.closing) is ever a position's closing order.
+        tx.order_closing_cleared(order)
     tx.order_changed(order)
 
 
 def order_note(
-    order: Order, *, kind: str, source: str, actor: User | None = None, message: str = "", payload: dict[str, Any] | None = None
+    order: Order,
+    *,
+    kind: str,
+    source: str,
+    actor: User | None = None,
+    message: str = "",
+    payload: dict[str, Any] | None = None,
+    tx: AccountTx | None = None,
 ) -> None:
-    """Record an event that does not change the order's status."""
+    """Record an event that does not change the order's status (held with
+    ``tx``'s bulk writes when given)."""
     message = mask_text(message)
-    OrderEvent.objects.create(
+    event = OrderEvent(
         order=order,
         kind=kind,
         from_status=order.status,
@@ -70,6 +83,10 @@ def order_note(
         message=message[:1000],
         payload=mask_secrets(payload or {}),
     )
+    if tx is None:
+        event.save(force_insert=True)
+    else:
+        tx.event_add(event)
 
 
 def order_fill_status(order: Order) -> str:
@@ -98,7 +115,9 @@ def order_settle(
     if target in TRANSITIONS[order.status]:
         order_transition(tx, order, target, source=source, message=message, payload=payload)
     else:
-        order_note(order, kind="stale_update", source=source, message=f"broker said {broker_status} while {order.status}", payload=payload)
+        order_note(
+            order, kind="stale_update", source=source, message=f"broker said {broker_status} while {order.status}", payload=payload, tx=tx
+        )
 
 
 def order_find(account_id: int, *, broker_order_id: str | None, client_order_id: str | None) -> Order | None:
@@ -112,6 +131,14 @@ def order_find(account_id: int, *, broker_order_id: str | None, client_order_id:
     return None
 
 
+def _note_late_answer(order: Order, payload: dict[str, Any] | None, message: str, source: str, tx: AccountTx | None = None) -> None:
+    """The broker's answer to our request, with its raw payload, when its
+    fills settled the order first (an exchange that fills at once): kept as
+    a note, the order's status untouched."""
+    if order.is_final and payload:
+        order_note(order, kind="broker_answer", source=source, message=message, payload=payload, tx=tx)
+
+
 def _account_of(order_id: int) -> int:
     return Order.objects.values_list("account_id", flat=True).get(pk=order_id)
 
@@ -123,6 +150,7 @@ def order_apply_ack(*, order_id: int, ack: OrderAck, source: str = Source.BROKER
         if ack.broker_order_id and not order.broker_order_id:
             order.broker_order_id = ack.broker_order_id
             order.save(update_fields=["broker_order_id", "updated_at"])
+        _note_late_answer(order, ack.raw, ack.message, source)
         order_settle(tx, order, ack.status, source=source, message=ack.message, payload=ack.raw)
     return order
 
@@ -135,6 +163,43 @@ def order_apply_result(
         order = Order.objects.get(pk=order_id)
         order_settle(tx, order, status, source=source, message=message, payload=payload)
     return order
+
+
+@dataclass(frozen=True)
+class BrokerAnswer:
+    """The broker's answer to the send of one of our orders: an ack's status
+    and id, or an outcome without one (rejected; unknown after a timeout)."""
+
+    order_id: int
+    status: str
+    broker_order_id: str = ""
+    message: str = ""
+    payload: dict[str, Any] | None = None
+
+    @classmethod
+    def of_ack(cls, order_id: int, ack: OrderAck) -> BrokerAnswer:
+        return cls(order_id, ack.status, ack.broker_order_id or "", ack.message, ack.raw)
+
+
+def orders_apply_answers(*, account_id: int, answers: Sequence[BrokerAnswer], source: str = Source.BROKER) -> None:
+    """The broker's answers to the sends of a batch of one account's orders,
+    under one account lock, in one transaction (``order_apply_ack`` or
+    ``order_apply_result`` for each, without a lock and a commit each): the
+    orders in one query, their updates and events in bulk (``AccountTx.bulk``)."""
+    if not answers:
+        return
+    with AccountTx(account_id) as tx, tx.bulk():
+        orders = Order.objects.in_bulk([a.order_id for a in answers])
+        for answer in answers:
+            order = orders[answer.order_id]
+            named = bool(answer.broker_order_id) and not order.broker_order_id
+            if named:
+                order.broker_order_id = answer.broker_order_id
+            before = order.status
+            _note_late_answer(order, answer.payload, answer.message, source, tx)
+            order_settle(tx, order, answer.status, source=source, message=answer.message, payload=answer.payload)
+            if named and order.status == before:  # no transition saved it
+                tx.order_save(order, update_fields=["broker_order_id", "updated_at"])
 
 
 def order_apply_broker_status(*, account_id: int, status: BrokerOrderStatus, source: str = Source.BROKER) -> Order | None:

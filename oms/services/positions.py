@@ -3,6 +3,7 @@ multiplier), and the internal bookings: close_by and reassign."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -12,8 +13,8 @@ from django.utils import timezone
 
 from brokers.models import BrokerAccount, PositionMode
 from marketdata.fx import fx_rate
-from marketdata.models import Instrument
 from marketdata.quotes import quote_get
+from marketdata.selectors import instruments_cached
 from oms.errors import Conflict, InvalidInput, NotFound
 from oms.models import OPEN_STATUSES, PRICE_SCALE, RATE_SCALE, Deal, DealKind, Order, Position, PositionSide, PositionStatus, Side
 from oms.services.tx import AccountTx
@@ -32,9 +33,10 @@ def _q(value: Decimal) -> Decimal:
 
 
 def instrument_terms(symbol: str) -> tuple[Decimal, str]:
-    """The instrument's multiplier and currency (1 and USD when unknown)."""
-    row = Instrument.objects.filter(symbol=symbol).values_list("multiplier", "currency").first()
-    return (row[0], row[1]) if row is not None else (Decimal(1), "USD")
+    """The instrument's multiplier and currency (1 and USD when unknown), from
+    the process's instrument cache."""
+    instrument = instruments_cached(symbols=[symbol]).get(symbol)
+    return (instrument.multiplier, instrument.currency) if instrument is not None else (Decimal(1), "USD")
 
 
 def multiplier_of(symbol: str) -> Decimal:
@@ -205,20 +207,46 @@ def _new_position(account: BrokerAccount, symbol: str, strategy_id: str, side: s
     )
 
 
+class OpenPositions:
+    """The positions deals book into, looked up once for a batch of deals
+    (one query) and kept current as the batch books them: hedging accounts
+    use the order's open position (or open a new one); netting accounts the
+    one open position of (symbol, strategy), a new one once it closed."""
+
+    def __init__(self, account: BrokerAccount, *, symbols: Collection[str] = (), position_ids: Collection[int | None] = ()) -> None:
+        self.account = account
+        self.hedging = account.position_mode == PositionMode.HEDGING
+        self.by_id: dict[int, Position] = {}
+        self.by_key: dict[tuple[str, str], Position] = {}
+        if self.hedging:
+            ids = sorted({i for i in position_ids if i is not None})
+            if ids:
+                self.by_id = {p.pk: p for p in Position.objects.filter(account=account, pk__in=ids, status=PositionStatus.OPEN)}
+        elif symbols:
+            # Newest first (Meta.ordering), as .first() picks when there were two.
+            for p in Position.objects.filter(account=account, symbol__in=sorted(set(symbols)), status=PositionStatus.OPEN):
+                self.by_key.setdefault((p.symbol, p.strategy_id), p)
+
+    def for_deal(self, *, symbol: str, strategy_id: str, side: str, position_id: int | None, at: datetime) -> Position:
+        if self.hedging:
+            if position_id is not None:
+                position = self.by_id.get(position_id)
+                if position is not None and position.status == PositionStatus.OPEN and position.symbol == symbol:
+                    return position
+            return _new_position(self.account, symbol, strategy_id, side, at)
+        position = self.by_key.get((symbol, strategy_id))
+        if position is None or position.status != PositionStatus.OPEN:
+            position = self.by_key[(symbol, strategy_id)] = _new_position(self.account, symbol, strategy_id, side, at)
+        return position
+
+
 def position_for_deal(
     account: BrokerAccount, *, symbol: str, strategy_id: str, side: str, position_id: int | None, at: datetime
 ) -> Position:
-    """The position a deal books into: hedging accounts use the order's
-    position (or open a new one); netting accounts the one open position of
-    (symbol, strategy)."""
-    if account.position_mode == PositionMode.HEDGING:
-        if position_id is not None:
-            position = Position.objects.filter(pk=position_id, account=account, status=PositionStatus.OPEN).first()
-            if position is not None and position.symbol == symbol:
-                return position
-        return _new_position(account, symbol, strategy_id, side, at)
-    position = Position.objects.filter(account=account, symbol=symbol, strategy_id=strategy_id, status=PositionStatus.OPEN).first()
-    return position or _new_position(account, symbol, strategy_id, side, at)
+    """The position one deal books into (``OpenPositions``' rule)."""
+    return OpenPositions(account, symbols=[symbol], position_ids=[position_id]).for_deal(
+        symbol=symbol, strategy_id=strategy_id, side=side, position_id=position_id, at=at
+    )
 
 
 def position_book_deal(
@@ -237,7 +265,8 @@ def position_book_deal(
 ) -> Deal:
     """Apply one deal to its position and insert it (the caller holds the
     account lock): the deal keeps the P&L it realized in the position's
-    currency and in the base currency at the deal's rate, and the rate."""
+    currency and in the base currency at the deal's rate, and the rate.
+    Inside ``tx.bulk()`` the position and the deal are written at its end."""
     rate = base_rate(position.currency, position.base_currency)
     fee_currency = fee_currency or position.currency
     book = _book_of(position)
@@ -246,8 +275,8 @@ def position_book_deal(
     if rate is not None:
         position.rate = rate
     _store_book(position, book, at)
-    position.save()
-    deal = Deal.objects.create(
+    tx.position_save(position)
+    deal = Deal(
         account=tx.account,
         position=position,
         strategy_id=strategy_id,
@@ -266,7 +295,7 @@ def position_book_deal(
         executed_at=at,
         **deal_fields,
     )
-    tx.position_changed(position)
+    tx.deal_add(deal)
     return deal
 
 
@@ -571,25 +600,43 @@ def order_opening_qty(account: BrokerAccount, spec: OrderSpec) -> Decimal:
     reduces (or closes) the position it trades against, which is always
     allowed. Netting: against the open position of (symbol, strategy);
     hedging: against ``position_id`` (none opens a new position)."""
-    if account.position_mode == PositionMode.HEDGING:
-        position = None
-        if spec.position_id is not None:
-            position = Position.objects.filter(account=account, pk=spec.position_id, status=PositionStatus.OPEN).first()
-    else:
-        position = Position.objects.filter(
-            account=account, symbol=spec.symbol, strategy_id=spec.strategy_id, status=PositionStatus.OPEN
-        ).first()
-    if position is None or (position.side == PositionSide.LONG) == (spec.side == Side.BUY):
-        return spec.qty
-    # Working orders on the same side reduce the position first: two sells
-    # of a long 15 cannot each count the 15 as theirs to close.
-    working = Order.objects.filter(account=account, side=spec.side, status__in=OPEN_STATUSES)
-    if account.position_mode == PositionMode.HEDGING:
-        working = working.filter(position=position)
-    else:
-        working = working.filter(symbol=spec.symbol, strategy_id=spec.strategy_id)
-    pending = sum((qty - filled for qty, filled in working.values_list("qty", "filled_qty")), ZERO)
-    return max(spec.qty - max(position.qty - pending, ZERO), ZERO)
+    return orders_opening_qty(account, [spec])[0]
+
+
+def orders_opening_qty(account: BrokerAccount, specs: Sequence[OrderSpec]) -> list[Decimal]:
+    """``order_opening_qty`` of each spec, each against the same state (the
+    orders of a batch do not count each other), looking each position and
+    its working orders up once per batch."""
+    positions: dict[tuple[Any, ...], Position | None] = {}
+    pendings: dict[tuple[Any, ...], Decimal] = {}
+    hedging = account.position_mode == PositionMode.HEDGING
+    result = []
+    for spec in specs:
+        where = ("id", spec.position_id) if hedging else ("symbol", spec.symbol, spec.strategy_id)
+        if where not in positions:
+            if hedging:
+                positions[where] = (
+                    None
+                    if spec.position_id is None
+                    else Position.objects.filter(account=account, pk=spec.position_id, status=PositionStatus.OPEN).first()
+                )
+            else:
+                positions[where] = Position.objects.filter(
+                    account=account, symbol=spec.symbol, strategy_id=spec.strategy_id, status=PositionStatus.OPEN
+                ).first()
+        position = positions[where]
+        if position is None or (position.side == PositionSide.LONG) == (spec.side == Side.BUY):
+            result.append(spec.qty)
+            continue
+        key = (*where, spec.side)
+        if key not in pendings:
+            # Working orders on the same side reduce the position first: two sells
+            # of a long 15 cannot each count the 15 as theirs to close.
+            same: dict[str, Any] = {"position": position} if hedging else {"symbol": spec.symbol, "strategy_id": spec.strategy_id}
+            working = Order.objects.filter(account=account, side=spec.side, status__in=OPEN_STATUSES, **same)
+            pendings[key] = sum((qty - filled for qty, filled in working.values_list("qty", "filled_qty")), ZERO)
+        result.append(max(spec.qty - max(position.qty - pendings[key], ZERO), ZERO))
+    return result
 
 
 def working_reduce_qty(position: Position) -> Decimal:

@@ -3,7 +3,9 @@
 Per account, on a schedule and on demand: pull the broker's open orders and
 the orders and fills since the account's checkpoint, then
 
-* book missing fills exactly once (``fills_apply`` dedups by broker trade id);
+* book missing fills exactly once (``fills_apply`` dedups by broker trade id;
+  a broker reporting cumulative fills (KIS) has none: each order's progress
+  is booked from the orders it lists, ``fills_apply_progress``);
 * settle ``unknown`` orders (the send timed out): found at the broker -> its
   status; not found after a grace period -> rejected. Never sent again;
 * move our working orders to the broker's status (a missed update);
@@ -26,6 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 from django.utils import timezone
 
 from brokers.base import Broker, BrokerError, Fill
@@ -36,7 +39,7 @@ from brokers.services import broker_account_record_sync
 from core.masking import mask_secrets, mask_text
 from oms.models import FINAL_STATUSES, Order, OrderEvent, OrderStatus, OrderType, Side, Source, TimeInForce
 from oms.services.enqueue import enqueue_cancel
-from oms.services.fills import fills_apply
+from oms.services.fills import fills_apply, fills_apply_progress
 from oms.services.funds import funds_fetch
 from oms.services.lifecycle import order_find, order_settle, order_transition
 from oms.services.tx import AccountTx
@@ -148,6 +151,12 @@ class _BrokerSnapshot:
     looked_up: dict[int, BrokerOrderStatus | None]  # our order id -> its view, None: not at the broker
     recent: list[BrokerOrderStatus]
     by_client_id: dict[str, BrokerOrderStatus] = field(default_factory=dict)
+    cumulative: bool = False  # fills come as progress on orders (Capabilities.cumulative_fills)
+
+    def progress(self) -> list[BrokerOrderStatus]:
+        """Every order view that may carry fills (listed or looked up)."""
+        looked_up = [v for v in self.looked_up.values() if v is not None and v.broker_order_id not in self.views]
+        return [*self.views.values(), *looked_up]
 
 
 def _index(*lists: list[BrokerOrderStatus]) -> dict[str, BrokerOrderStatus]:
@@ -181,11 +190,19 @@ def _ask_broker(account: BrokerAccount, ours: list[Order], since: datetime) -> _
     for order in ours:
         if _view_of(order, views, by_client_id) is None:
             looked_up[order.pk] = order_lookup_at_broker(broker, order, recent=recent)
-    return _BrokerSnapshot(views=views, fills=fills, looked_up=looked_up, recent=recent, by_client_id=by_client_id)
+    return _BrokerSnapshot(
+        views=views,
+        fills=fills,
+        looked_up=looked_up,
+        recent=recent,
+        by_client_id=by_client_id,
+        cumulative=broker.capabilities.cumulative_fills,
+    )
 
 
-def account_reconcile(*, account: BrokerAccount, now: datetime | None = None) -> ReconcileSummary:
-    """Reconcile one account with its broker (see the module docstring)."""
+def account_reconcile(*, account: BrokerAccount, now: datetime | None = None, fetch_funds: bool = True) -> ReconcileSummary:
+    """Reconcile one account with its broker (see the module docstring).
+    ``fetch_funds=False``: the caller (the account sync) asks for funds itself."""
     started = now or timezone.now()
     account = BrokerAccount.objects.get(pk=account.pk)  # the checkpoint as stored now
     if account.reconciled_until is not None:
@@ -210,13 +227,17 @@ def account_reconcile(*, account: BrokerAccount, now: datetime | None = None) ->
     try:
         _link_or_import(account, snapshot, summary)
         summary.fills_booked = len(fills_apply(account.pk, snapshot.fills))
+        if snapshot.cumulative:
+            # After linking: an order whose answer was lost has its broker id now.
+            summary.fills_booked += len(fills_apply_progress(account.pk, snapshot.progress(), source=Source.RECONCILIATION))
         _settle_ours(account, ours, snapshot, started, summary)
     except Exception as exc:
         # Not a broker error: the checkpoint stays; the next run does it again.
         broker_account_record_sync(account=account, at=started, error=f"Reconciliation: {type(exc).__name__}: {exc}")
         raise
     broker_account_record_sync(account=account, at=started, reconciled_until=started)
-    funds_fetch(account)  # the funds projection follows every sync
+    if fetch_funds:
+        funds_fetch(account)  # the funds projection follows every sync
     return summary
 
 
@@ -425,11 +446,27 @@ def accounts_reconcile_all(*, now: datetime | None = None) -> list[ReconcileSumm
     account's failure does not stop the others."""
     summaries = []
     for account_id in accounts_to_reconcile():
-        account = BrokerAccount.objects.filter(pk=account_id).first()
-        if account is None:
-            continue
         try:
-            summaries.append(account_reconcile(account=account, now=now))
+            summary = account_reconcile_by_id(account_id, now=now)
         except Exception:
             logger.exception("reconciliation of account %s failed", account_id)
+            continue
+        if summary is not None:
+            summaries.append(summary)
     return summaries
+
+
+def account_reconcile_by_id(account_id: int, *, now: datetime | None = None) -> ReconcileSummary | None:
+    """Reconcile one account by id; None when it is gone. An account deleted
+    while its reconciliation runs (its rows cascade away under it) has
+    nothing left to settle: that is not a failure, and no traceback is logged."""
+    account = BrokerAccount.objects.filter(pk=account_id).first()
+    if account is None:
+        return None
+    try:
+        return account_reconcile(account=account, now=now)
+    except ObjectDoesNotExist:
+        if BrokerAccount.objects.filter(pk=account_id).exists():
+            raise
+        logger.info("account %s was deleted during its reconciliation", account_id)
+        return None

@@ -29,7 +29,7 @@ from brokers.base import BrokerError, Fill
 from brokers.base import OrderStatus as BrokerOrderStatus
 from brokers.registry import broker_for
 from oms.models import Order, OrderStatus, Source
-from oms.services.fills import fills_apply
+from oms.services.fills import fills_apply, fills_apply_progress
 from oms.services.reconcile import MATCH_WINDOW, order_lookup_at_broker, order_record_broker_view
 from oms.services.send import order_submit, order_submit_claimed
 
@@ -84,7 +84,8 @@ def _sweep_claimed(order: Order, summary: SweepSummary) -> None:
     try:
         broker = broker_for(order.account)
         view = order_lookup_at_broker(broker, order)
-        fills = _fills_of(broker.fills_since(observed - MATCH_WINDOW), order, view) if view is not None and view.filled_qty else []
+        wanted = view is not None and view.filled_qty and not broker.capabilities.cumulative_fills
+        fills = _fills_of(broker.fills_since(observed - MATCH_WINDOW), order, view) if view is not None and wanted else []
     except BrokerError as exc:
         logger.warning("sweeper: order %s not checked at the broker: %s", order.pk, exc.message)
         summary.failed.append(order.pk)
@@ -92,6 +93,8 @@ def _sweep_claimed(order: Order, summary: SweepSummary) -> None:
     if view is not None:
         order_record_broker_view(order_id=order.pk, view=view, source=Source.RECONCILIATION, message="Found at the broker by the sweeper.")
         fills_apply(order.account_id, fills)
+        if broker.capabilities.cumulative_fills:
+            fills_apply_progress(order.account_id, [view], source=Source.RECONCILIATION)
         summary.found.append(order.pk)
         return
     # Take the claim over only if nobody touched the order since we read it:

@@ -12,7 +12,7 @@ from core.money import money_quantize
 from marketdata.fx import fx_convert
 from marketdata.quotes import quote_get
 from oms.errors import RiskRejected
-from oms.models import Side
+from oms.models import OrderType, Side
 from oms.services.funds import BuyingPower
 from oms.specs import OrderSpec
 
@@ -22,8 +22,8 @@ __all__ = ["OrderSpec", "reference_price", "risk_check"]
 def reference_price(spec: OrderSpec) -> Decimal | None:
     if spec.price is not None:
         return spec.price
-    if spec.stop_price is not None:
-        return spec.stop_price
+    if spec.stop_price is not None and spec.order_type in (OrderType.STOP, OrderType.STOP_LIMIT):
+        return spec.stop_price  # a cover order's stop_price is its stop-loss leg's, not its entry
     quote = quote_get(spec.symbol)
     if quote is None:
         return None

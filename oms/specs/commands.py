@@ -19,6 +19,7 @@ broker-specific field the broker does not take.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,12 +32,17 @@ from rest_framework.exceptions import ErrorDetail
 from brokers.base import BrokerError, Capabilities
 from brokers.models import BrokerAccount
 from brokers.registry import broker_for
+from core.decimals import decimal_str
 from core.exceptions import flatten_fields
 from core.serializers import StrictSerializer
 from marketdata.models import Instrument
+from marketdata.quotes import quote_get
+from marketdata.selectors import instrument_tradable
 from marketdata.sessions import contract_expired
+from marketdata.venues import SIM, tick_size_for, venue_traded_by, venues_of
 from oms.errors import InvalidInput
 from oms.models import OrderType, Side, TimeInForce
+from oms.specs.dialects import order_payload_translate
 from oms.specs.fields import (
     BooleanField,
     ChoiceField,
@@ -55,14 +61,31 @@ MAX_BATCH = 500
 UNKNOWN_SYMBOL = "unknown_symbol"
 CONTRACT_EXPIRED = "contract_expired"
 UNSUPPORTED_BY_BROKER = "unsupported_by_broker"
+INSTRUMENT_NOT_TRADABLE = "instrument_not_tradable"
+BELOW_EXCHANGE_MINIMUM = "below_exchange_minimum"
 # Error codes that name the refusal better than validation_error.
-_DOMAIN_CODES = (UNSUPPORTED_BY_BROKER, UNKNOWN_SYMBOL)
+_DOMAIN_CODES = (UNSUPPORTED_BY_BROKER, INSTRUMENT_NOT_TRADABLE, UNKNOWN_SYMBOL, BELOW_EXCHANGE_MINIMUM)
+
+#: Kite's cover order: an intraday entry with a compulsory stop-loss leg
+#: whose trigger is the order's ``stop_price`` (Kite's ``trigger_price``).
+COVER = "co"
+COVER_PRODUCT = "MIS"
 
 #: Broker-specific optional ``send_order`` fields: name -> a field factory.
 #: A broker takes those its ``Capabilities.extra_order_fields`` names; every
 #: other broker refuses them (``unsupported_by_broker``). One line per field:
 #: ``"product": lambda: ChoiceField(choices=["CNC", "MIS", "NRML"], required=False),``
-EXTRA_ORDER_FIELDS: dict[str, Callable[[], serializers.Field]] = {}
+EXTRA_ORDER_FIELDS: dict[str, Callable[[], serializers.Field]] = {
+    # Kite: the product (delivery, carry forward, intraday, margin trading)
+    # and the variety; iceberg orders' legs and leg quantity; a TTL order's minutes.
+    "product": lambda: ChoiceField(choices=["CNC", "NRML", "MIS", "MTF"], required=False, allow_null=True),
+    "variety": lambda: ChoiceField(choices=["regular", "amo", "co", "iceberg"], required=False, allow_null=True),
+    "iceberg_legs": lambda: serializers.IntegerField(min_value=2, max_value=10, required=False, allow_null=True),
+    "iceberg_quantity": lambda: serializers.IntegerField(min_value=1, max_value=10**9, required=False, allow_null=True),
+    "validity_ttl": lambda: serializers.IntegerField(
+        min_value=1, max_value=1440, required=False, allow_null=True, help_text="Minutes a day order lives (Kite's TTL validity)."
+    ),
+}
 
 
 # --- the typed values ---------------------------------------------------------------------------
@@ -151,26 +174,65 @@ def instrument_errors(
         if qty <= 0:
             errors["qty"] = ["Must be greater than zero."]
         elif not _on_step(qty, instrument.lot_size):
-            errors["qty"] = [f"Must be a multiple of the lot size {instrument.lot_size.normalize()}."]
+            errors["qty"] = [f"Must be a multiple of the lot size {decimal_str(instrument.lot_size)}."]
     for name, value in (("price", price), ("stop_price", stop_price)):
         if value is None:
             continue
         if value <= 0:
             errors[name] = ["Must be greater than zero."]
-        elif not _on_step(value, instrument.tick_size):
-            errors[name] = [f"Must be on the tick size {instrument.tick_size.normalize()}."]
+        elif not _on_step(value, tick := tick_size_for(instrument, value)):
+            # Per venue: KRX's tick depends on the price band (marketdata.venues).
+            errors[name] = [f"Must be on the tick size {decimal_str(tick)}."]
+    return errors
+
+
+def instrument_minimum_errors(
+    instrument: Instrument, *, qty: Decimal, price: Decimal | None, reduce_only: bool = False
+) -> dict[str, list[ErrorDetail]]:
+    """The exchange's minimum order amount and notional (qty x the limit
+    price, else the last quote; a reduce-only order is exempt from the
+    notional, as exchanges do), refused before anything is sent."""
+    errors: dict[str, list[ErrorDetail]] = {}
+    if instrument.min_amount and qty < instrument.min_amount:
+        message = f"Below the exchange's minimum amount {decimal_str(instrument.min_amount)}."
+        errors["qty"] = _refused(message, BELOW_EXCHANGE_MINIMUM)
+    if instrument.min_notional and not reduce_only and "qty" not in errors:
+        if price is None:
+            quote = quote_get(instrument.symbol)
+            price = quote.last if quote is not None else None
+        if price is not None and qty * price * (instrument.multiplier or 1) < instrument.min_notional:
+            message = f"Below the exchange's minimum order value {decimal_str(instrument.min_notional)} {instrument.currency}."
+            errors["qty"] = _refused(message, BELOW_EXCHANGE_MINIMUM)
     return errors
 
 
 def instrument_refusal(symbol: str) -> tuple[Instrument | None, str, str]:
     """The instrument a new order may trade, or None with why not (message, code)."""
-    instrument = Instrument.objects.filter(symbol=symbol, active=True).first()
+    instrument = instrument_tradable(symbol=symbol)
     if instrument is None:
         return None, f"Unknown or inactive symbol '{symbol[:64]}'.", UNKNOWN_SYMBOL
     if contract_expired(instrument.expiry, instrument.timezone, instrument.session, time.time()):
         # It trades no more (the venue stops quoting it): a limit order would sit forever.
         return None, f"{symbol[:64]} expired on {instrument.expiry}: it trades no more.", CONTRACT_EXPIRED
     return instrument, "", ""
+
+
+def instrument_trade_refusal(account: BrokerAccount | None, capabilities: Capabilities | None, instrument: Instrument) -> str | None:
+    """Why ``account`` may not trade ``instrument``, or None. A venue that
+    trades any instrument (paper) needs quotes to trade on: a simulated instrument has them, a broker's once its
+    feed delivered one. Any other account trades only its broker's venues."""
+    if account is None or capabilities is None:
+        return None  # no adapter: the send refuses the account (broker_not_configured)
+    any_instrument = capabilities.any_instrument
+    symbol = instrument.symbol
+    if any_instrument:
+        if instrument.venue == SIM or quote_get(symbol) is not None:
+            return None
+        return f"{symbol} has no quotes yet: a paper account trades a broker's instrument on its live prices."
+    if venue_traded_by(instrument.venue, kind=account.kind, exchange_id=account.exchange_id):
+        return None
+    venues = venues_of(kind=account.kind, exchange_id=account.exchange_id)
+    return f"{symbol} trades on {instrument.venue}: a {account.kind} account trades {', '.join(venues) or 'no'} instruments only."
 
 
 def instrument_for_order(symbol: str) -> Instrument:
@@ -287,11 +349,20 @@ class SendOrderPayload(PayloadSpec):
             fields[name] = make()
         return fields
 
+    def to_internal_value(self, data: Any) -> Any:
+        # A broker's own field names (Kite's), for its accounts, become ours first.
+        capabilities: Capabilities | None = self.context.get("capabilities")
+        if capabilities is not None and capabilities.order_dialect:
+            data = order_payload_translate(capabilities.order_dialect, data)
+        return super().to_internal_value(data)
+
     def validate(self, attrs: dict[str, Any]) -> OrderSpec:
         order_type = attrs["order_type"]
         capabilities: Capabilities | None = self.context.get("capabilities")
         time_in_force = attrs.get("time_in_force") or default_time_in_force(capabilities)
         extra = {name: attrs[name] for name in EXTRA_ORDER_FIELDS if attrs.get(name) is not None}
+        if extra.get("variety") == COVER:
+            extra.setdefault("product", COVER_PRODUCT)  # Kite's cover orders are intraday
         refused: dict[str, list[ErrorDetail]] = {}
         if capabilities is not None:
             if order_type not in capabilities.order_types:
@@ -301,21 +372,39 @@ class SendOrderPayload(PayloadSpec):
             for name in extra:
                 if name not in capabilities.extra_order_fields:
                     refused[name] = _refused(f"This account's broker does not take {name}.", UNSUPPORTED_BY_BROKER)
+            client_order_id = attrs.get("client_order_id")
+            pattern = capabilities.client_order_id_pattern
+            if client_order_id and pattern and re.fullmatch(pattern, client_order_id) is None:
+                refused["client_order_id"] = _refused(
+                    f"This account's broker carries client order ids matching {pattern} only; leave it out to have one generated.",
+                    UNSUPPORTED_BY_BROKER,
+                )
+        refused.update(_extra_errors(extra, order_type, time_in_force, attrs["qty"]))
         if refused:
             raise serializers.ValidationError(refused)
         instrument, message, code = instrument_refusal(attrs["symbol"])
         if instrument is None:
             raise serializers.ValidationError({"symbol": _refused(message, code)})
+        not_tradable = instrument_trade_refusal(self.context.get("account"), capabilities, instrument)
+        if not_tradable is not None:
+            raise serializers.ValidationError({"symbol": _refused(not_tradable, INSTRUMENT_NOT_TRADABLE)})
         price, stop_price = attrs.get("price"), attrs.get("stop_price")
         errors = instrument_errors(instrument, qty=attrs["qty"], price=price, stop_price=stop_price)
         needs_price = order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT)
-        needs_stop = order_type in (OrderType.STOP, OrderType.STOP_LIMIT)
+        cover = extra.get("variety") == COVER
+        needs_stop = order_type in (OrderType.STOP, OrderType.STOP_LIMIT) or cover
         if needs_price != (price is not None):
             errors["price"] = [f"A {order_type} order {'needs a' if needs_price else 'takes no'} price."]
         if needs_stop != (stop_price is not None):
-            errors["stop_price"] = [f"A {order_type} order {'needs a' if needs_stop else 'takes no'} stop_price."]
+            kind = "cover order (variety co)" if cover else f"{order_type} order"
+            errors["stop_price"] = [f"A {kind} {'needs a' if needs_stop else 'takes no'} stop_price."]
+        if cover and not errors:
+            errors.update(_cover_errors(attrs["side"], price, stop_price, symbol=instrument.symbol))
         if errors:
             raise serializers.ValidationError(errors)
+        minimum = instrument_minimum_errors(instrument, qty=attrs["qty"], price=price, reduce_only=attrs.get("reduce_only", False))
+        if minimum:
+            raise serializers.ValidationError(minimum)
         client_order_id = attrs.get("client_order_id") or None
         return OrderSpec(
             symbol=attrs["symbol"],
@@ -333,6 +422,55 @@ class SendOrderPayload(PayloadSpec):
             client_named_id=client_order_id is not None,
             extra=extra,
         )
+
+
+def _cover_errors(side: str, price: Decimal | None, stop_price: Decimal | None, *, symbol: str) -> dict[str, list[str]]:
+    """A cover order's stop-loss trigger (``stop_price``) stands on the losing
+    side of its entry: below it for a buy (its leg sells), above it for a
+    sell. The entry is the limit price, else the last price (when known: Kite
+    checks the market order's trigger range itself)."""
+    entry, what = price, "price"
+    if entry is None:
+        quote = quote_get(symbol)
+        entry, what = (quote.last if quote is not None else None), "last price"
+    if entry is None or stop_price is None:
+        return {}
+    if side == Side.BUY and stop_price >= entry:
+        return {"stop_price": [f"A buy cover order's stop-loss trigger must be below its {what} {decimal_str(entry)}."]}
+    if side == Side.SELL and stop_price <= entry:
+        return {"stop_price": [f"A sell cover order's stop-loss trigger must be above its {what} {decimal_str(entry)}."]}
+    return {}
+
+
+def _extra_errors(extra: Mapping[str, Any], order_type: str, time_in_force: str, qty: Decimal) -> dict[str, list[ErrorDetail]]:
+    """The broker-specific fields' rules among themselves: iceberg legs and
+    leg quantity go with (and are needed by) the iceberg variety, their
+    product covering the order; a TTL is a day order's; a cover order is an
+    intraday (MIS, the product it gets when none is named) market or limit
+    day order."""
+    errors: dict[str, list[ErrorDetail]] = {}
+    if extra.get("variety") == COVER:
+        if extra.get("product", COVER_PRODUCT) != COVER_PRODUCT:
+            errors["product"] = _refused(f"A cover order (variety co) is intraday: product {COVER_PRODUCT}.")
+        if order_type not in (OrderType.MARKET, OrderType.LIMIT):
+            errors["order_type"] = _refused("A cover order (variety co) is a market or limit order; its stop_price is the stop-loss leg's.")
+        if time_in_force != TimeInForce.DAY or "validity_ttl" in extra:
+            errors["time_in_force"] = _refused("A cover order (variety co) is a day order.")
+    iceberg = extra.get("variety") == "iceberg"
+    for name in ("iceberg_legs", "iceberg_quantity"):
+        if iceberg and name not in extra:
+            errors[name] = _refused("An iceberg order needs iceberg_legs and iceberg_quantity.")
+        elif not iceberg and name in extra:
+            errors[name] = _refused("Only an iceberg order (variety iceberg) takes this.")
+    if iceberg and not errors and extra["iceberg_legs"] * extra["iceberg_quantity"] < qty:
+        errors["iceberg_quantity"] = _refused("iceberg_legs x iceberg_quantity must cover qty.")
+    if iceberg and order_type == OrderType.MARKET:
+        errors["order_type"] = _refused("An iceberg order is a limit or stop-limit order.")
+    if "validity_ttl" in extra and time_in_force != TimeInForce.DAY:
+        errors["validity_ttl"] = _refused("A TTL is a day order's (time_in_force day).")
+    if "validity_ttl" in extra and order_type not in (OrderType.LIMIT, OrderType.STOP_LIMIT):
+        errors["validity_ttl"] = _refused("A TTL order is a limit or stop-limit order.")
+    return errors
 
 
 class _OrderRefFields(PayloadSpec):

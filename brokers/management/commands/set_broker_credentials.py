@@ -7,7 +7,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.management.cli import command_error, note, read_secret
+from brokers.ccxt_options import CCXT_TO_OURS, ccxt_required_credentials
 from brokers.crypto import CredentialError
+from brokers.models import BrokerKind
 from brokers.services import CREDENTIAL_FIELDS, broker_account_credential_names, broker_account_get, broker_account_set_credentials
 from core.exceptions import DomainError
 
@@ -31,6 +33,8 @@ class Command(BaseCommand):
         except DomainError as exc:
             raise command_error(exc) from exc
         credentials = self._read_stdin_json() if stdin_json else {}
+        if account.kind == BrokerKind.CCXT:  # ccxt's spelling (apiKey) taken as ours (api_key)
+            credentials = {CCXT_TO_OURS.get(k, k): v for k, v in credentials.items()}
         for item in field:
             name, sep, value = item.partition("=")
             name = name.strip()
@@ -40,7 +44,7 @@ class Command(BaseCommand):
                 if stdin_json:
                     raise CommandError(f"--field {name}: cannot prompt for a value while --stdin-json reads stdin; give NAME=VALUE.")
                 value = read_secret(f"{name}: ", whole=False)
-            credentials[name] = value
+            credentials[CCXT_TO_OURS.get(name, name) if account.kind == BrokerKind.CCXT else name] = value
         if not credentials and not replace:
             raise CommandError("No credentials given: use --field NAME=VALUE, --field NAME or --stdin-json.")
         try:
@@ -51,7 +55,11 @@ class Command(BaseCommand):
         except CredentialError as exc:  # merging needs the stored secrets
             raise CommandError(f"{exc} Use --replace to overwrite them.") from exc
         self.stdout.write(f"Account #{account.pk} credentials stored: {', '.join(stored) or 'none'}")
-        missing = [name for name in CREDENTIAL_FIELDS[account.kind] if name not in stored]
+        required = list(CREDENTIAL_FIELDS[account.kind])
+        if account.kind == BrokerKind.CCXT and account.exchange_id:
+            # The exchange's own list (ccxt's requiredCredentials: a password for OKX, a uid for some...).
+            required = ccxt_required_credentials(account.exchange_id)
+        missing = [name for name in required if name not in stored]
         if missing:
             note(self, f"Still missing for a {account.kind} account: {', '.join(missing)}.")
 
