@@ -4,13 +4,14 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from workspaces.selectors import account_rows_for_user, active_api_key_count
+from workspaces.dashboard import MODULES, RESOLUTIONS, dashboard_config
 
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
+    """The trading dashboard: a shell the page's modules fill from the API and the WebSocket."""
     return render(
         request,
-        "workspaces/home.html",
-        {"accounts": account_rows_for_user(user=request.user), "api_key_count": active_api_key_count(user=request.user)},  # type: ignore[arg-type]
+        "workspaces/dashboard.html",
+        {"config": dashboard_config(user=request.user), "resolutions": RESOLUTIONS, "modules": MODULES},  # type: ignore[arg-type]
     )

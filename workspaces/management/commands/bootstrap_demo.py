@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from workspaces.services import DemoCredentials, demo_bootstrap
+from workspaces.demo import DemoCredentials, demo_bootstrap
 
 
 class Command(BaseCommand):
