@@ -173,9 +173,12 @@ class LeasedFeedProvider:
             self._report(key, connection)
 
     def _report(self, key: str, connection: Any) -> None:
+        # The signature is taken before the write: the socket thread may change the
+        # state while it is written, and a change then differs at the next poll.
+        signature = connection.signature()
         try:
             connection.state_write()
-            self._reported[key] = connection.signature()
+            self._reported[key] = signature
         except Exception:
             logger.exception("%s feed state not written", self.name)
 
