@@ -129,4 +129,6 @@ def test_processes_on_one_credential_share_its_bucket():
     times = [t for r in results for t in r["times"]]
     assert len(times) == 20
     assert max(times) - min(times) > 1.7  # 19 intervals of 100 ms, not 9
-    assert _most_in_any_window(times, 0.99) <= 10
+    # One bucket: about 10 a second, not 20. The times are taken after each call returns, in
+    # two processes: on a loaded machine one late reading can join the next second's ten.
+    assert _most_in_any_window(times, 0.99) <= 11
