@@ -57,14 +57,27 @@ from pathlib import Path
 import pytest
 import requests
 from django.db import connection
+from django.db.models import Max
+from django.utils import timezone
 from websockets.sync.client import connect as ws_connect
 
-from brokers.models import PositionMode
+from brokers.kis import protocol as kis_protocol
+from brokers.kis.adapter import parse_order_ref
+from brokers.kis.fake import FakeKisServer
+from brokers.models import BrokerAccount, PositionMode
 from brokers.paper.models import PaperFill, PaperOrder
 from brokers.services import broker_account_create
+from marketdata.instruments import instrument_ensure_for_venue
 from marketdata.models import Instrument
 from marketdata.simulation import demo_instruments_ensure
-from oms.models import OPEN_STATUSES, Deal, DealKind, Order, OrderStatus, Position, PositionStatus
+from oms.models import OPEN_STATUSES, Deal, DealKind, Order, OrderEvent, OrderStatus, Position, PositionStatus
+from tests.kis_support import APP_KEY as KIS_APP_KEY
+from tests.kis_support import APP_SECRET as KIS_APP_SECRET
+from tests.kis_support import CANO as KIS_CANO
+from tests.kis_support import CODE as KIS_CODE
+from tests.kis_support import PRICE as KIS_PRICE
+from tests.kis_support import SYMBOL as KIS_SYMBOL
+from tests.kis_support import kis_account
 from tests.oms_support import position_matches_deals, signed
 from tests.servers import BIN, ROOT, free_port, needs_redis_server, server_env
 from tests.servers import test_database_url as database_url
@@ -80,7 +93,18 @@ pytestmark = [
 
 SEED = int(os.environ.get("FAULT_RUN_SEED", "8"))
 SYMBOLS = ("AAPL", "MSFT")
-FAULTS = ("kill_worker", "restart_redis", "restart_web", "drop_worker_db", "disconnect")
+# Faults at the KIS account's broker (the fake KIS server), each on the next order sent there.
+BROKER_FAULTS = ("broker_timeout_after_accept", "broker_fail_before_accept")
+FAULTS = ("kill_worker", "restart_redis", "restart_web", "drop_worker_db", "disconnect", *BROKER_FAULTS)
+# Every HTTP request to a broker times out after this (BROKER_HTTP_TIMEOUT of the run's
+# processes); a ``slow`` KIS answer comes this much later, the order booked meanwhile.
+BROKER_TIMEOUT = 2.0
+KIS_SLOW = BROKER_TIMEOUT + 1.5
+KIS_HTS_ID = "faultrun"
+# Reconciliation's grace (OMS_RECONCILE_GRACE_SECONDS) in the run's processes: longer than any
+# broker request (an order a slow answer books comes within KIS_SLOW).
+GRACE = 10.0
+UNRESOLVED = (OrderStatus.UNKNOWN, OrderStatus.PENDING_CANCEL, OrderStatus.PENDING_CHANGE)
 WORKER_APP = "faultrun-worker"
 # The web server: daphne, or uvicorn as the Procfile runs it (FAULT_RUN_WEB=uvicorn).
 WEB = os.environ.get("FAULT_RUN_WEB", "daphne")
@@ -153,11 +177,11 @@ priority=10"""
 class Supervised:
     """supervisord running the services; faults go through supervisorctl and signals."""
 
-    def __init__(self, tmp_path: Path, env: dict[str, str], redis_port: int) -> None:
+    def __init__(self, tmp_path: Path, env: dict[str, str], redis_port: int, kis: FakeKisServer) -> None:
         for tool in ("supervisord", "supervisorctl"):
             if not (BIN / tool).exists():
                 pytest.fail(f"{tool} is not installed (pip install -r requirements/dev.txt)")
-        self.dir, self.env = tmp_path, env
+        self.dir, self.env, self.kis = tmp_path, env, kis
         self.web_port = free_port()
         self.url = f"http://127.0.0.1:{self.web_port}"
         self.conf = tmp_path / "supervisord.conf"
@@ -232,6 +256,15 @@ class Supervised:
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s AND datname = current_database()",
                     [WORKER_APP],
                 )
+        elif fault == "broker_timeout_after_accept":
+            # KIS books the order, then answers too late or not at all: our call times out.
+            if self.faults[fault] % 2:
+                self.kis.fault("slow", path=kis_protocol.ORDER_CASH_PATH, seconds=KIS_SLOW)
+            else:
+                self.kis.fault("lose_response", path=kis_protocol.ORDER_CASH_PATH)
+        elif fault == "broker_fail_before_accept":
+            # A gateway error before KIS takes the order: nothing booked.
+            self.kis.fault("http_500", path=kis_protocol.ORDER_CASH_PATH)
 
     def stop(self) -> None:
         if self.proc is None:
@@ -401,13 +434,16 @@ def _settle(env: dict[str, str]) -> str:
         "from oms.services.reconcile import accounts_reconcile_all\n"
         "for _ in range(3):\n"
         "    print(orders_sweep().as_dict())\n"
-        "accounts_reconcile_all()\n"
+        "for s in accounts_reconcile_all():\n"
+        "    print(s.account_id, 'ok' if s.ok else s.error, 'linked', s.linked, 'imported', s.imported, 'rejected', s.rejected, "
+        "'updated', len(s.updated), 'cancels retried', s.cancels_retried)\n"
         "print(orders_sweep().as_dict())\n"
     )
     result = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", script],
         cwd=ROOT,
-        env=server_env(**{**env, "OMS_SWEEP_AFTER_SECONDS": "0", "CELERY_TASK_ALWAYS_EAGER": "true"}),
+        # The run's OMS_SWEEP_AFTER_SECONDS: a send still on its way is never taken over.
+        env=server_env(**{**env, "CELERY_TASK_ALWAYS_EAGER": "true"}),
         capture_output=True,
         text=True,
         timeout=300,
@@ -421,11 +457,84 @@ def _open_positions(client: Client, account_id: int) -> list[dict]:
     return [p for p in (listed.json()["results"] if listed is not None and listed.ok else []) if p["status"] == "open"]
 
 
-def _order(rng: random.Random) -> dict:
+def _order(rng: random.Random, account: BrokerAccount) -> dict:
+    if account.kind == "kis":
+        # Buys outnumber sells: a sell of shares not held is refused by KIS (a rejection, not a fault).
+        order = {"symbol": KIS_SYMBOL, "side": rng.choice(("buy", "buy", "sell")), "qty": str(rng.randint(1, 3)), "time_in_force": "day"}
+        if rng.random() < 0.6:
+            return order | {"order_type": "market"}
+        return order | {"order_type": "limit", "side": "buy", "price": str(rng.randint(50, 60) * 1000)}  # below the market: it rests
     order = {"symbol": rng.choice(SYMBOLS), "side": rng.choice(("buy", "sell")), "qty": str(rng.randint(1, 3))}
     if rng.random() < 0.6:
         return order | {"order_type": "market"}
     return order | {"order_type": "limit", "side": "buy", "price": f"{rng.randint(1, 20)}.00"}  # far below the market: it rests
+
+
+def _new_price(rng: random.Random, kind: str) -> str:
+    return f"{rng.randint(50, 60)}500" if kind == "kis" else f"{rng.randint(1, 20)}.50"
+
+
+def _wait_out_grace(accounts: list[BrokerAccount]) -> float:
+    """Wait until the youngest unresolved order is older than the grace, as
+    beat's next reconciliation would find it (bounded by the grace)."""
+    newest = Order.objects.filter(account__in=accounts, status__in=UNRESOLVED).aggregate(newest=Max("updated_at"))["newest"]
+    wait = 0.0 if newest is None else (newest - timezone.now()).total_seconds() + GRACE + 1
+    wait = min(max(wait, 0.0), GRACE + 1)
+    time.sleep(wait)
+    return wait
+
+
+def _kis_counts(server: FakeKisServer, account: BrokerAccount) -> dict[str, list[str]]:
+    """The KIS account against the fake's book: an order at KIS per OMS order
+    (revise orders belong to the order they change), its executions booked
+    once as deals, the net quantity and the holding equal to the deals'."""
+    book = server.exchange.orders_snapshot()
+    by_odno = {o["odno"]: o for o in book}
+
+    def root(order: dict) -> str:
+        seen = set()
+        while order["orgn_odno"] in by_odno and order["odno"] not in seen:
+            seen.add(order["odno"])
+            order = by_odno[order["orgn_odno"]]
+        return order["odno"]
+
+    filled: dict[str, int] = defaultdict(int)
+    venue_net = Decimal(0)
+    for o in book:
+        if not o["is_cancel"]:
+            filled[root(o)] += o["filled_qty"]
+            venue_net += o["filled_qty"] if o["side"] == kis_protocol.SIDE_BUY else -o["filled_qty"]
+    roots = {o["odno"] for o in book if not o["orgn_odno"] and not o["is_cancel"]}
+    orders = list(Order.objects.filter(account=account))
+    ours: dict[str, list[Order]] = defaultdict(list)
+    duplicated: list[str] = []
+    for order in orders:
+        if order.source == "external":
+            duplicated.append(f"order {order.pk} imported from KIS ({order.broker_order_id}): no order of ours was tied to it")
+        if order.broker_order_id:
+            odno = parse_order_ref(order.broker_order_id)[1]
+            ours[odno].append(order)
+            if odno not in roots:
+                duplicated.append(f"order {order.pk}: {order.broker_order_id} is no order at KIS")
+    duplicated += [f"KIS order {odno} is orders {[o.pk for o in ours[odno]]}" for odno in roots if len(ours[odno]) > 1]
+    duplicated += [f"KIS order {odno} is no order here" for odno in roots if not ours[odno]]
+    trade_deals = Deal.objects.filter(account=account, kind=DealKind.TRADE)
+    booked: dict[str, Decimal] = defaultdict(Decimal)
+    for broker_order_id, qty in trade_deals.values_list("order__broker_order_id", "qty"):
+        booked[parse_order_ref(broker_order_id)[1] if broker_order_id else ""] += qty
+    fills_not_once = [
+        f"KIS order {odno}: filled {filled[odno]} there, {booked[odno]} booked"
+        for odno in roots | set(booked)
+        if Decimal(filled.get(odno, 0)) != booked[odno]
+    ]
+    deals_net = sum((signed(side, qty) for side, qty in trade_deals.values_list("side", "qty")), Decimal(0))
+    mismatched = [] if deals_net == venue_net else [f"KIS account: deals {deals_net} executed at KIS {venue_net}"]
+    holding = server.exchange.accounts[(KIS_CANO, "01")].holdings.get(KIS_CODE)
+    position = Position.objects.filter(account=account, symbol=KIS_SYMBOL, status=PositionStatus.OPEN).first()
+    held, ours_qty = Decimal(holding.qty if holding else 0), signed(position.side, position.qty) if position else Decimal(0)
+    if held != ours_qty:
+        mismatched.append(f"KIS account: position {ours_qty} held at KIS {held}")
+    return {"duplicated": duplicated, "fills_not_once": fills_not_once, "mismatched": mismatched}
 
 
 def _run(tmp_path, alice, alice_key, commands: int) -> None:
@@ -433,8 +542,17 @@ def _run(tmp_path, alice, alice_key, commands: int) -> None:
     # The simulator quotes an instrument only in its session: the run's symbols
     # trade around the clock, so market orders fill on any day at any hour.
     Instrument.objects.filter(symbol__in=SYMBOLS).update(session="24x7")
+    # KIS's stock: the fake takes orders at any hour (as KIS's paper servers
+    # do not); its price stands still, so market orders fill and limits below it rest.
+    instrument_ensure_for_venue("KRX", KIS_CODE, name="SAMSUNG ELECTRONICS", lot_size=Decimal(1), multiplier=Decimal(1))
     accounts = [broker_account_create(owner=alice, kind="paper", label=f"fault-{n}") for n in range(2)]
     accounts.append(broker_account_create(owner=alice, kind="paper", label="fault-hedging", position_mode=PositionMode.HEDGING))
+    kis = kis_account(alice, label="fault-kis", hts_id=KIS_HTS_ID)
+    accounts.append(kis)
+    paper_accounts = [a for a in accounts if a.kind == "paper"]
+    kis_server = FakeKisServer(rest_port=free_port(), ws_port=free_port())
+    kis_server.add_account(KIS_APP_KEY, KIS_APP_SECRET, KIS_CANO, hts_id=KIS_HTS_ID, cash_krw=Decimal(1_000_000_000))
+    kis_server.set_price(KIS_CODE, KIS_PRICE, name="SAMSUNG ELECTRONICS")
     redis_port = free_port()
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
     env = {
@@ -447,24 +565,33 @@ def _run(tmp_path, alice, alice_key, commands: int) -> None:
         "SIMULATOR_TICK_INTERVAL": "0.25",
         "WORKER_HEARTBEAT_INTERVAL": "1",
         "OMS_SWEEP_AFTER_SECONDS": "5",
+        "OMS_RECONCILE_GRACE_SECONDS": str(GRACE),
         "RISK_MAX_ORDERS_PER_SECOND": "0",
         "RISK_CHECK_BUYING_POWER": "false",
         "DATABASE_URL": database_url(),
         "LOG_LEVEL": "INFO",
         # A fresh database: no month of simulated history to store before the first quote.
         "SIMULATOR_HISTORY_DAYS": "0",
+        # KIS is the fake on 127.0.0.1, paced faster than KIS's 2 calls a second on paper.
+        "KIS_PAPER_REST_URL": kis_server.rest_url,
+        "KIS_PAPER_WS_URL": kis_server.ws_url,
+        "KIS_RATE_PAPER": "50",
+        "KIS_MAX_PAGES": "200",
+        "BROKER_HTTP_TIMEOUT": str(BROKER_TIMEOUT),
     }
     rng = random.Random(SEED)
-    services = Supervised(tmp_path, env, redis_port)
+    services = Supervised(tmp_path, env, redis_port, kis_server)
     accepted: dict[int, str] = {}  # order id -> client order id
+    kinds: dict[int, str] = {}  # order id -> its account's kind
     redirected: list[str] = []  # a retry after a disconnect that named another order
     watcher: Watcher | None = None
     # Every fault kind in turn (shuffled per round), one every 20 commands.
     fault_every = 20
     schedule: list[str] = []
     started = time.monotonic()
-    phases = dict.fromkeys(("start", "commands", "ready", "settle"), 0.0)
+    phases = dict.fromkeys(("start", "commands", "ready", "grace", "settle"), 0.0)
     try:
+        kis_server.start()
         services.start()
         phases["start"] = time.monotonic() - started
         watcher = Watcher(services.url, alice_key, [a.pk for a in accounts])
@@ -479,11 +606,14 @@ def _run(tmp_path, alice, alice_key, commands: int) -> None:
                     services.inject(fault)
             else:
                 fault = None
-            account = rng.choice(accounts)
+            # A broker fault hits the next order sent to KIS: this one.
+            account = kis if fault in BROKER_FAULTS else rng.choice(accounts)
             roll = rng.random()
-            if fault == "disconnect" or roll < 0.45 or not accepted:
+            if fault in ("disconnect", *BROKER_FAULTS) or roll < 0.45 or not accepted:
                 client_order_id = f"fr{SEED}-{n}"
-                body = {**_order(rng), "client_order_id": client_order_id}
+                body = {**_order(rng, account), "client_order_id": client_order_id}
+                if fault in BROKER_FAULTS:
+                    body |= {"side": "buy", "order_type": "market"}  # reaches KIS (a sell might be refused before)
                 path = f"/api/v1/accounts/{account.pk}/orders"
                 key = client.new_key()
                 if fault == "disconnect":
@@ -492,19 +622,22 @@ def _run(tmp_path, alice, alice_key, commands: int) -> None:
                 response = client.call("POST", path, body, key=key)
                 if response is not None and response.status_code == 202:
                     accepted[response.json()["order_id"]] = client_order_id
+                    kinds[response.json()["order_id"]] = account.kind
                     if fault == "disconnect" and Order.objects.filter(client_order_id=client_order_id).count() != 1:
                         redirected.append(client_order_id)
             elif roll < 0.55:
-                orders = [{**_order(rng), "client_order_id": f"fr{SEED}-{n}-{i}"} for i in range(rng.randint(2, 4))]
+                orders = [{**_order(rng, account), "client_order_id": f"fr{SEED}-{n}-{i}"} for i in range(rng.randint(2, 4))]
                 response = client.call("POST", f"/api/v1/accounts/{account.pk}/batch-orders", {"orders": orders})
                 if response is not None and response.status_code == 202:
                     for sent, result in zip(orders, response.json(), strict=True):
                         if result.get("order_id"):
                             accepted[result["order_id"]] = sent["client_order_id"]
+                            kinds[result["order_id"]] = account.kind
             elif roll < 0.7:
                 client.call("POST", f"/api/v1/orders/{rng.choice(list(accepted))}/cancel", {})
             elif roll < 0.82:
-                client.call("POST", f"/api/v1/orders/{rng.choice(list(accepted))}/change", {"price": f"{rng.randint(1, 20)}.50"})
+                order_id = rng.choice(list(accepted))
+                client.call("POST", f"/api/v1/orders/{order_id}/change", {"price": _new_price(rng, kinds[order_id])})
             elif roll < 0.92 or account.position_mode != PositionMode.HEDGING:
                 if open_positions := _open_positions(client, account.pk):
                     payload = {"position_id": rng.choice(open_positions)["id"]}
@@ -526,20 +659,24 @@ def _run(tmp_path, alice, alice_key, commands: int) -> None:
             services.wait_ready(90)
         except RuntimeError as exc:
             not_ready.append(str(exc)[:600])
-        phases["ready"] = time.monotonic() - ready_from
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and Order.objects.filter(account__in=accounts, status=OrderStatus.PENDING_NEW).exists():
             time.sleep(0.5)
+        phases["ready"] = time.monotonic() - ready_from
+        # Beat's next reconciliation finds what is still unknown or pending past its grace.
+        phases["grace"] = _wait_out_grace(accounts)
+        settle_from = time.monotonic()
         settled = _settle(env)
         ws_stale: list[str] = []
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and (ws_stale := watcher.stale()):
             time.sleep(0.5)
-        phases["settle"] = time.monotonic() - started - phases["start"] - phases["commands"] - phases["ready"]
+        phases["settle"] = time.monotonic() - settle_from
     finally:
         if watcher is not None:
             watcher.stopping.set()
         services.stop()
+        kis_server.stop()
     elapsed = time.monotonic() - started
 
     orders = {o.pk: o for o in Order.objects.filter(account__in=accounts)}
@@ -548,12 +685,14 @@ def _run(tmp_path, alice, alice_key, commands: int) -> None:
         for pk, client_order_id in accepted.items()
         if pk not in orders or orders[pk].client_order_id != client_order_id or orders[pk].status == OrderStatus.PENDING_NEW
     ]
-    book = Counter(PaperOrder.objects.filter(account__account__in=accounts).values_list("client_order_id", flat=True))
+    book = Counter(PaperOrder.objects.filter(account__account__in=paper_accounts).values_list("client_order_id", flat=True))
     duplicated = [cid for cid, count in book.items() if count > 1] + redirected
-    duplicated += [o.client_order_id for o in orders.values() if o.broker_order_id and book[o.client_order_id] != 1]
+    duplicated += [
+        o.client_order_id for o in orders.values() if o.account_id != kis.pk and o.broker_order_id and book[o.client_order_id] != 1
+    ]
     fills_not_once: list[str] = []
     mismatched = [f"position {p.pk}" for p in Position.objects.filter(account__in=accounts) if not position_matches_deals(p)]
-    for account in accounts:
+    for account in paper_accounts:
         trade_deals = Deal.objects.filter(account=account, kind=DealKind.TRADE)
         deal_trades = Counter(trade_deals.values_list("broker_trade_id", flat=True))
         fills = PaperFill.objects.filter(account__account=account)
@@ -570,20 +709,27 @@ def _run(tmp_path, alice, alice_key, commands: int) -> None:
         for symbol in set(ours) | set(venue):
             if ours[symbol] != venue[symbol]:
                 mismatched.append(f"account {account.pk} {symbol}: deals {ours[symbol]} venue {venue[symbol]}")
+    at_kis = _kis_counts(kis_server, kis)
+    duplicated += at_kis["duplicated"]
+    fills_not_once += at_kis["fills_not_once"]
+    mismatched += at_kis["mismatched"]
     server_errors = sum(count for code, count in client.statuses.items() if code >= 500)
 
     statuses = Counter(o.status for o in orders.values())
-    # Not counted as lost (the OMS says it does not know yet), printed for the record.
+    kis_statuses = Counter(o.status for o in orders.values() if o.account_id == kis.pk)
+    # Still not settled after waiting out the grace and one reconciliation: the OMS does not know.
     unresolved = sorted(
-        o.pk for o in orders.values() if o.status in (OrderStatus.UNKNOWN, OrderStatus.PENDING_CANCEL, OrderStatus.PENDING_CHANGE)
+        f"{o.pk} {'kis' if o.account_id == kis.pk else 'paper'} {o.status}" for o in orders.values() if o.status in UNRESOLVED
     )
     rejections = Counter(o.status_message[:60] for o in orders.values() if o.status == OrderStatus.REJECTED)
     deals = Counter(Deal.objects.filter(account__in=accounts).values_list("kind", flat=True))
+    kis_book = kis_server.exchange.orders_snapshot()
     counts = {
         "lost": len(lost),
         "duplicated": len(duplicated),
         "fills_not_once": len(fills_not_once),
         "mismatched": len(mismatched),
+        "unresolved": len(unresolved),
         "ws_stale": len(ws_stale),
         "web_not_ready": len(not_ready),
         "server_errors": server_errors,
@@ -591,20 +737,32 @@ def _run(tmp_path, alice, alice_key, commands: int) -> None:
     print(
         f"\nfault run: {commands} commands in {elapsed:.0f}s, seed {SEED}, web {WEB}; faults {dict(services.faults)}; "
         f"answers {dict(client.statuses)}, retried calls {client.retries}; {len(accepted)} orders accepted {dict(statuses)}; "
-        f"rejected for {dict(rejections)}; deals {dict(deals)}, venue fills {PaperFill.objects.filter(account__account__in=accounts).count()}; "
+        f"at KIS: {sum(1 for k in kinds.values() if k == 'kis')} accepted {dict(kis_statuses)}, "
+        f"{sum(1 for o in kis_book if not o['orgn_odno'])} orders and {sum(1 for o in kis_book if o['orgn_odno'])} revise/cancel orders "
+        f"in the fake's book, order-cash calls {kis_server.calls[kis_protocol.ORDER_CASH_PATH]}, "
+        f"orders unknown on the way {OrderEvent.objects.filter(order__account=kis, to_status=OrderStatus.UNKNOWN).count()}; "
+        f"rejected for {dict(rejections)}; deals {dict(deals)}, venue fills {PaperFill.objects.filter(account__account__in=paper_accounts).count()}; "
         f"websocket reconnects {watcher.reconnects if watcher else 0}, resubscribes {watcher.resubscribes if watcher else 0}, "
         f"error frames {dict(watcher.errors) if watcher else {}}, drops {dict(watcher.drops) if watcher else {}}; "
-        f"phases: start {phases['start']:.0f}s, commands {phases['commands']:.0f}s, web ready after {phases['ready']:.0f}s, "
-        f"settle {phases['settle']:.0f}s\n"
+        f"phases: start {phases['start']:.0f}s, commands {phases['commands']:.0f}s, web ready and drained after {phases['ready']:.0f}s, "
+        f"grace waited {phases['grace']:.0f}s, settle {phases['settle']:.0f}s\n"
         + ", ".join(f"{name} {count}" for name, count in counts.items())
-        + f"\nunresolved after the reconciliation (unknown, pending_cancel, pending_change): {unresolved}"
-        + f"\nsettle: {settled[-400:]}"
+        + f"\nsettle: {settled[-600:]}"
     )
-    # Every fault kind at least once per round of the schedule (100 commands); fills happened.
+    # Every fault kind at least once per round of the schedule; fills happened, at KIS too.
     rounds = max(1, (commands - 1) // fault_every // len(FAULTS))  # whole rounds of the schedule
     assert all(services.faults[f] >= rounds for f in FAULTS), services.faults
     assert len(accepted) >= commands // 4 and deals[DealKind.TRADE] >= commands // 10, (len(accepted), deals)
-    assert counts == dict.fromkeys(counts, 0), (lost[:20], duplicated[:20], fills_not_once[:20], mismatched[:20], ws_stale[:6], not_ready)
+    assert kis_statuses[OrderStatus.FILLED] >= rounds, kis_statuses
+    assert counts == dict.fromkeys(counts, 0), (
+        lost[:20],
+        duplicated[:20],
+        fills_not_once[:20],
+        mismatched[:20],
+        unresolved[:20],
+        ws_stale[:6],
+        not_ready,
+    )
 
 
 @pytest.mark.timeout(600)
