@@ -2,12 +2,17 @@
 production processes under supervisord: PostgreSQL, a private redis-server on
 its own port, the web process (daphne; ``FAULT_RUN_WEB=uvicorn`` runs the
 Procfile's uvicorn), a Celery worker, beat and the marketdata loops (the
-simulator's quotes, so market orders fill at the paper venue).
+simulator's quotes, so market orders fill at the paper venue, and the KIS
+feed's fill notices).
 
 A client sends seeded random commands — send (market or resting limit),
 batch, cancel, change, close, close_by — across three paper accounts (one
-hedging, for close_by), retrying a failed call with the same Idempotency-Key,
-and a WebSocket client follows every account's ``orders`` and ``positions``
+hedging, for close_by) and a KIS paper account (the KIS adapter against the
+fake KIS server, ``brokers.kis.fake.FakeKisServer``, which the test runs on
+127.0.0.1; the processes reach it through ``KIS_PAPER_REST_URL`` and
+``KIS_PAPER_WS_URL``; market and limit day orders of KRX:005930, cancel and
+a new price), retrying a failed call with the same Idempotency-Key, and a
+WebSocket client follows every account's ``orders`` and ``positions``
 channels (reconnecting and re-subscribing when its socket drops or a gap
 shows). Between commands a seeded schedule injects each fault kind in turn:
 
@@ -19,17 +24,36 @@ shows). Between commands a seeded schedule injects each fault kind in turn:
   before acceptance or a timeout after it, as the moment falls);
 * ``disconnect``: a client sends an order and drops the connection once the
   order is committed, without reading the answer, then retries with the same
-  Idempotency-Key (the answer must name the same order).
+  Idempotency-Key (the answer must name the same order);
+* ``broker_timeout_after_accept``: KIS books the next order sent to it and
+  loses the answer (``lose_response``), and the one after it is answered
+  past ``BROKER_HTTP_TIMEOUT`` (``slow``): both ``unknown`` until a
+  reconciliation finds them, never sent again;
+* ``broker_fail_before_accept``: KIS's gateway answers the next order with a
+  500 (``http_500``) and the one after it with its rate limit (``rate_limit``):
+  nothing booked, the order left ``pending_new`` for the sweeper to send.
 
-After the run the sweeper and one reconciliation run (as beat runs them) and
-the run counts, printing every count and failing on any non-zero:
+The step of a broker fault sends a market buy to the KIS account.
+
+After the run the web process is ready and the queue drained; the run waits
+until the youngest order still ``unknown``, ``pending_cancel`` or
+``pending_change`` is older than the reconciliation's grace
+(``OMS_RECONCILE_GRACE_SECONDS``, 10 s here: longer than any broker request),
+as beat's next run would find it; then the sweeper and one reconciliation run
+(as beat runs them) and the run counts, printing every count and failing on
+any non-zero:
 
 * lost: an order answered 202 missing, with another client order id, or still ``pending_new``;
 * duplicated: more than one venue order per client order id, or none for an order with a broker id,
-  or a retried disconnect answered with another order;
+  or a retried disconnect answered with another order; at KIS (no client order ids there): more
+  than one of our orders for one order in the fake's book, an order of ours whose broker id names
+  none there, an order there none of ours is tied to (or imported as someone else's);
 * fills_not_once: a venue fill without exactly one trade deal (by trade id), or a deal without a fill;
+  at KIS: an order's deals not adding up to what the fake executed for it (its revise orders included);
 * mismatched: a position unequal to the sum of its deals, or an account's net quantity per symbol
-  in the OMS's trade deals unequal to the venue's fills;
+  in the OMS's trade deals unequal to the venue's fills; at KIS: the net of the deals unequal to the
+  fake's executions, or the open position unequal to the fake's holding;
+* unresolved: an order still ``unknown``, ``pending_cancel`` or ``pending_change`` after the reconciliation;
 * ws_stale: a WebSocket client's last view of open orders and positions unequal to the database;
 * server_errors: answers 500 or above.
 
@@ -258,13 +282,12 @@ class Supervised:
                 )
         elif fault == "broker_timeout_after_accept":
             # KIS books the order, then answers too late or not at all: our call times out.
-            if self.faults[fault] % 2:
-                self.kis.fault("slow", path=kis_protocol.ORDER_CASH_PATH, seconds=KIS_SLOW)
-            else:
-                self.kis.fault("lose_response", path=kis_protocol.ORDER_CASH_PATH)
+            self.kis.fault("lose_response", path=kis_protocol.ORDER_CASH_PATH)
+            self.kis.fault("slow", path=kis_protocol.ORDER_CASH_PATH, seconds=KIS_SLOW)
         elif fault == "broker_fail_before_accept":
-            # A gateway error before KIS takes the order: nothing booked.
+            # A gateway error, then the rate limit, before KIS takes the order: nothing booked.
             self.kis.fault("http_500", path=kis_protocol.ORDER_CASH_PATH)
+            self.kis.fault("rate_limit", path=kis_protocol.ORDER_CASH_PATH)
 
     def stop(self) -> None:
         if self.proc is None:
@@ -721,7 +744,11 @@ def _run(tmp_path, alice, alice_key, commands: int) -> None:
     unresolved = sorted(
         f"{o.pk} {'kis' if o.account_id == kis.pk else 'paper'} {o.status}" for o in orders.values() if o.status in UNRESOLVED
     )
-    rejections = Counter(o.status_message[:60] for o in orders.values() if o.status == OrderStatus.REJECTED)
+    rejections = Counter(
+        f"{'kis' if o.account_id == kis.pk else 'paper'}: {o.status_message[:60]}"
+        for o in orders.values()
+        if o.status == OrderStatus.REJECTED
+    )
     deals = Counter(Deal.objects.filter(account__in=accounts).values_list("kind", flat=True))
     kis_book = kis_server.exchange.orders_snapshot()
     counts = {
