@@ -28,10 +28,12 @@ shows). Between commands a seeded schedule injects each fault kind in turn:
 * ``broker_timeout_after_accept``: KIS books the next order sent to it and
   loses the answer (``lose_response``), and the one after it is answered
   past ``BROKER_HTTP_TIMEOUT`` (``slow``): both ``unknown`` until a
-  reconciliation finds them, never sent again;
+  reconciliation finds them, never sent again; the next cancel or change KIS
+  takes loses its answer too (left ``pending_cancel``/``pending_change``);
 * ``broker_fail_before_accept``: KIS's gateway answers the next order with a
   500 (``http_500``) and the one after it with its rate limit (``rate_limit``):
-  nothing booked, the order left ``pending_new`` for the sweeper to send.
+  nothing booked, the order left ``pending_new`` for the sweeper to send; the
+  next cancel or change gets a 500 too.
 
 The step of a broker fault sends a market buy to the KIS account.
 
@@ -284,10 +286,14 @@ class Supervised:
             # KIS books the order, then answers too late or not at all: our call times out.
             self.kis.fault("lose_response", path=kis_protocol.ORDER_CASH_PATH)
             self.kis.fault("slow", path=kis_protocol.ORDER_CASH_PATH, seconds=KIS_SLOW)
+            # The next cancel or change KIS takes, its answer lost.
+            self.kis.fault("lose_response", path=kis_protocol.ORDER_RVSECNCL_PATH)
         elif fault == "broker_fail_before_accept":
             # A gateway error, then the rate limit, before KIS takes the order: nothing booked.
             self.kis.fault("http_500", path=kis_protocol.ORDER_CASH_PATH)
             self.kis.fault("rate_limit", path=kis_protocol.ORDER_CASH_PATH)
+            # The next cancel or change refused by the gateway.
+            self.kis.fault("http_500", path=kis_protocol.ORDER_RVSECNCL_PATH)
 
     def stop(self) -> None:
         if self.proc is None:

@@ -16,7 +16,7 @@ from brokers.base import BrokerRejected, BrokerUnavailable
 from brokers.kis import protocol
 from brokers.kis.adapter import parse_order_ref
 from brokers.kis.client import KisClient, kis_config_for
-from oms.models import Deal, Position
+from oms.models import Deal, Order, Position
 from oms.services.sweeper import orders_sweep
 from tests.kis_support import APP_SECRET, CANO, CASH, CODE, PRICE, SYMBOL, Kis, kis_account, kis_running
 
@@ -265,6 +265,34 @@ def test_an_order_answered_too_late_is_unknown_and_settled_never_resent(kis, set
     order.refresh_from_db()
     assert order.status == "filled" and [o["qty"] for o in kis.orders_at_fake()] == [1, 2]
     assert position_qty(kis) == Decimal(3)
+
+
+def test_one_kis_order_is_never_tied_to_two_orders_alike(kis):
+    """Two orders alike (stock, side, quantity): one claimed by a worker that
+    died before it called KIS, the other booked at KIS with its answer lost.
+    KIS has no client order ids: the reconciliation ties its order to one of
+    them only, and the sweeper sends the other: two orders at KIS, each ours
+    once, every share held as bought."""
+    from django.utils import timezone
+
+    with kis.unreachable():
+        claimed = kis.send(qty="2")
+    assert (claimed.status, claimed.sent_at) == ("pending_new", None)
+    Order.objects.filter(pk=claimed.pk).update(sent_at=timezone.now())  # a worker claimed it, then died
+    kis.server.fault("lose_response", path=protocol.ORDER_CASH_PATH)
+    lost = kis.send(qty="2")
+    assert lost.status == "unknown" and len(kis.orders_at_fake()) == 1
+    kis.reconcile(later=True)
+    later_sweep()
+    kis.reconcile(later=True)
+    claimed.refresh_from_db()
+    lost.refresh_from_db()
+    at_kis = sorted(f"{o['odno']}" for o in kis.orders_at_fake())
+    assert len(at_kis) == 2
+    assert sorted(parse_order_ref(o.broker_order_id)[1] for o in (claimed, lost)) == at_kis
+    assert (claimed.status, lost.status) == ("filled", "filled")
+    assert position_qty(kis) == Decimal(4)
+    assert sum(d.qty for d in Deal.objects.filter(account=kis.account)) == Decimal(4)
 
 
 def test_a_malformed_answer_to_an_order_is_unknown_and_settled_never_resent(kis):

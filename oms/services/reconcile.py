@@ -92,11 +92,14 @@ def _same_order(order: Order, view: BrokerOrderStatus) -> bool:
     return view.created_at is None or abs(view.created_at - sent) <= MATCH_WINDOW
 
 
-def order_match_by_attributes(order: Order, views: Iterable[BrokerOrderStatus]) -> BrokerOrderStatus | None:
+def order_match_by_attributes(
+    order: Order, views: Iterable[BrokerOrderStatus], *, taken: frozenset[str] | set[str] = frozenset()
+) -> BrokerOrderStatus | None:
     """The broker's order that is ``order`` for a broker without client order
     ids: same symbol, side and qty, created near our send, and not linked to
-    another of our orders; the closest in time wins."""
-    candidates = [v for v in views if v.broker_order_id and _same_order(order, v)]
+    another of our orders (nor ``taken`` by one matched before it); the
+    closest in time wins."""
+    candidates = [v for v in views if v.broker_order_id and v.broker_order_id not in taken and _same_order(order, v)]
     if not candidates:
         return None
     linked = set(
@@ -110,10 +113,13 @@ def order_match_by_attributes(order: Order, views: Iterable[BrokerOrderStatus]) 
     return candidates[0] if candidates else None
 
 
-def order_lookup_at_broker(broker: Broker, order: Order, *, recent: list[BrokerOrderStatus] | None = None) -> BrokerOrderStatus | None:
+def order_lookup_at_broker(
+    broker: Broker, order: Order, *, recent: list[BrokerOrderStatus] | None = None, taken: frozenset[str] | set[str] = frozenset()
+) -> BrokerOrderStatus | None:
     """Ask the broker whether it has ``order``: by client order id where it
     supports them (or by its id once we know it), else by matching symbol,
-    side, qty and time among its orders since our send. Raises BrokerError."""
+    side, qty and time among its orders since our send (``taken``: broker
+    orders matched to other orders of ours already). Raises BrokerError."""
     if broker.capabilities.supports_client_order_id or order.broker_order_id:
         view = broker.get_order(
             client_order_id=order.client_order_id if broker.capabilities.supports_client_order_id else None,
@@ -124,18 +130,35 @@ def order_lookup_at_broker(broker: Broker, order: Order, *, recent: list[BrokerO
             return view
     if recent is None:
         recent = broker.orders_since((order.sent_at or order.created_at) - MATCH_WINDOW)
-    return order_match_by_attributes(order, recent)
+    return order_match_by_attributes(order, recent, taken=taken)
 
 
-def order_record_broker_view(*, order_id: int, view: BrokerOrderStatus, source: str = Source.RECONCILIATION, message: str = "") -> Order:
+def _tie_to_broker_order(order: Order, broker_order_id: str) -> bool:
+    """Give ``order`` the broker's id found by a lookup, under its account's
+    lock. False (nothing written) when another of the account's orders
+    carries that id: one broker order is never two orders of ours (a match by
+    attributes can name an order another lookup has tied meanwhile)."""
+    if not broker_order_id or order.broker_order_id:
+        return True
+    if Order.objects.filter(account_id=order.account_id, broker_order_id=broker_order_id).exclude(pk=order.pk).exists():
+        logger.warning("order %s not tied to broker order %s: another order of the account is", order.pk, broker_order_id)
+        return False
+    order.broker_order_id = broker_order_id
+    order.save(update_fields=["broker_order_id", "updated_at"])
+    return True
+
+
+def order_record_broker_view(
+    *, order_id: int, view: BrokerOrderStatus, source: str = Source.RECONCILIATION, message: str = ""
+) -> Order | None:
     """Record the broker's view of one of our orders found by a lookup: its
     broker order id (which a match by attributes is the only way to learn),
-    then its status where that is a legal step (fills come from deals)."""
+    then its status where that is a legal step (fills come from deals).
+    None when the broker's order is another order's of ours by now."""
     with AccountTx(Order.objects.values_list("account_id", flat=True).get(pk=order_id)) as tx:
         order = Order.objects.get(pk=order_id)
-        if view.broker_order_id and not order.broker_order_id:
-            order.broker_order_id = view.broker_order_id
-            order.save(update_fields=["broker_order_id", "updated_at"])
+        if not _tie_to_broker_order(order, view.broker_order_id):
+            return None
         if view.status in SETTLING:
             order_settle(tx, order, view.status, source=source, message=message or view.message, payload=view.raw)
     return order
@@ -187,9 +210,12 @@ def _ask_broker(account: BrokerAccount, ours: list[Order], since: datetime) -> _
     views = _index(recent, open_orders)
     by_client_id = {v.client_order_id: v for v in views.values() if v.client_order_id}
     looked_up: dict[int, BrokerOrderStatus | None] = {}
+    taken: set[str] = set()  # one broker order per order of ours: a view matched once is not matched again
     for order in ours:
         if _view_of(order, views, by_client_id) is None:
-            looked_up[order.pk] = order_lookup_at_broker(broker, order, recent=recent)
+            view = looked_up[order.pk] = order_lookup_at_broker(broker, order, recent=recent, taken=taken)
+            if view is not None and view.broker_order_id:
+                taken.add(view.broker_order_id)
     return _BrokerSnapshot(
         views=views,
         fills=fills,
@@ -251,10 +277,15 @@ def _link_or_import(account: BrokerAccount, snapshot: _BrokerSnapshot, summary: 
             continue
         if not view.client_order_id:
             ours = _unlinked_sent_orders(account)
+            # The order whose lookup found this one, else the first sent that matches it.
+            claimant = next(
+                (pk for pk, v in snapshot.looked_up.items() if v is not None and v.broker_order_id == view.broker_order_id), None
+            )
+            ours.sort(key=lambda o: o.pk != claimant)
             match = next((o for o in ours if order_match_by_attributes(o, [view]) is view), None)
             if match is not None:
-                order_record_broker_view(order_id=match.pk, view=view)
-                summary.linked.append(match.pk)
+                if order_record_broker_view(order_id=match.pk, view=view) is not None:
+                    summary.linked.append(match.pk)
                 continue
         order = order_import_external(account_id=account.pk, view=view)
         if order is not None:
@@ -313,9 +344,8 @@ def _apply_view(order_id: int, view: BrokerOrderStatus, *, stale_before: datetim
         outcome = "same"
         if order.is_final or view.status not in SETTLING:
             return outcome
-        if view.broker_order_id and not order.broker_order_id:
-            order.broker_order_id = view.broker_order_id
-            order.save(update_fields=["broker_order_id", "updated_at"])
+        if not _tie_to_broker_order(order, view.broker_order_id):
+            return outcome  # the broker's order is another order's of ours: this one was not found
         working_at_broker = view.status not in FINAL_STATUSES
         if order.status in (OrderStatus.PENDING_CANCEL, OrderStatus.PENDING_CHANGE) and working_at_broker:
             if order.updated_at >= stale_before:

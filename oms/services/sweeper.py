@@ -91,7 +91,12 @@ def _sweep_claimed(order: Order, summary: SweepSummary) -> None:
         summary.failed.append(order.pk)
         return
     if view is not None:
-        order_record_broker_view(order_id=order.pk, view=view, source=Source.RECONCILIATION, message="Found at the broker by the sweeper.")
+        recorded = order_record_broker_view(
+            order_id=order.pk, view=view, source=Source.RECONCILIATION, message="Found at the broker by the sweeper."
+        )
+        if recorded is None:  # the broker's order is tied to another order of ours meanwhile: look again next run
+            summary.failed.append(order.pk)
+            return
         fills_apply(order.account_id, fills)
         if broker.capabilities.cumulative_fills:
             fills_apply_progress(order.account_id, [view], source=Source.RECONCILIATION)
