@@ -13,8 +13,10 @@ how a sync is asked for (``register_sync_requester``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from brokers.base import Broker, BrokerUnavailable, Fill, OrderStatus
@@ -64,10 +66,68 @@ def register_sinks(*, fills: FillSink, orders: OrderUpdateSink) -> None:
     _fill_sink, _order_sink = fills, orders
 
 
+class HeldDeliveries:
+    """What adapters delivered in this thread inside ``deliveries_held``, in
+    the order they delivered it."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, int, list[Any]]] = []  # ("fills" | "updates", account id, what)
+
+    def fills(self, account_id: int) -> list[Fill]:
+        """The fills held for ``account_id`` (still held: see ``fills_taken``)."""
+        return [fill for kind, held_for, what in self.items if kind == "fills" and held_for == account_id for fill in what]
+
+    def fills_taken(self, account_id: int) -> None:
+        """The caller booked ``fills(account_id)``: they are not delivered at the end."""
+        self.items = [item for item in self.items if not (item[0] == "fills" and item[1] == account_id)]
+
+    def deliver(self) -> None:
+        items, self.items = self.items, []
+        for kind, account_id, what in items:
+            try:
+                (_deliver_fills_now if kind == "fills" else _deliver_order_updates_now)(account_id, what)
+            except Exception:
+                # As a robust after-commit delivery: logged; the broker keeps
+                # what happened and reconciliation (fills_since) books it.
+                logger.exception("held %s of account %s not delivered", kind, account_id)
+
+
+_held = threading.local()
+
+
+@contextlib.contextmanager
+def deliveries_held() -> Iterator[HeldDeliveries]:
+    """Hold the fills and order updates adapters deliver in this thread until
+    the block ends (a venue that answers an order with its fill delivers the
+    fill inside the call, after its own commit), so that the caller can book
+    the fills with the broker's answers in one transaction (``fills`` then
+    ``fills_taken``). What the caller did not take is delivered when the
+    block ends, in the order it came, an exception included (it happened at
+    the broker). A block inside another joins it."""
+    outer: HeldDeliveries | None = getattr(_held, "deliveries", None)
+    if outer is not None:
+        yield outer
+        return
+    held = _held.deliveries = HeldDeliveries()
+    try:
+        yield held
+    finally:
+        _held.deliveries = None
+        held.deliver()
+
+
 def deliver_fills(account_id: int, fills: list[Fill]) -> None:
     """Adapters call this when fills happen (paper matching, postbacks, WS)."""
     if not fills:
         return
+    held: HeldDeliveries | None = getattr(_held, "deliveries", None)
+    if held is not None:
+        held.items.append(("fills", account_id, list(fills)))
+        return
+    _deliver_fills_now(account_id, fills)
+
+
+def _deliver_fills_now(account_id: int, fills: list[Fill]) -> None:
     if _fill_sink is None:
         logger.error("fills for account %s dropped: no sink registered", account_id)
         return
@@ -79,6 +139,14 @@ def deliver_order_updates(account_id: int, updates: list[OrderStatus]) -> None:
     (expired at the session close, canceled by the venue...)."""
     if not updates:
         return
+    held: HeldDeliveries | None = getattr(_held, "deliveries", None)
+    if held is not None:
+        held.items.append(("updates", account_id, list(updates)))
+        return
+    _deliver_order_updates_now(account_id, updates)
+
+
+def _deliver_order_updates_now(account_id: int, updates: list[OrderStatus]) -> None:
     if _order_sink is None:
         logger.error("order updates for account %s dropped: no sink registered", account_id)
         return

@@ -240,3 +240,62 @@ def test_a_batch_of_fills_is_booked_in_bulk_exactly_as_one_by_one(alice, bob):
     assert [d[0] for d in deals] == ["t1", "t2", "t3", "t4", "t5"]
     assert [(p[0], p[1], p[2]) for p in positions] == [("long", 0, "closed"), ("short", 0, "closed")]
     assert orders == [("filled", 3, Decimal("100.6666666667")), ("filled", 4, Decimal("102.25")), ("partially_filled", 1, 99)]
+
+
+def _send_one(account, monkeypatch, **payload) -> Order:
+    """Write one order, then run its send (the worker's task) in this thread."""
+    from oms.tasks import orders_submit_task
+
+    enqueued: list[list[int]] = []
+    monkeypatch.setattr("oms.services.send.enqueue_submit", enqueued.append)
+    [order] = orders_send(account=account, specs=[order_spec(symbol="AAA", side="buy", qty="1", **payload)], actor=None, source="rest")
+    orders_submit_task.delay(enqueued[0])
+    return Order.objects.get(pk=order.pk)
+
+
+def test_a_venue_that_fills_at_once_is_answered_and_booked_in_one_account_transaction(alice, published, monkeypatch):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from oms.models import FundsProjection, OrderEvent
+
+    account = broker_account_create(owner=alice, label="paper")
+    _send_one(account, monkeypatch, order_type="market")  # the position is open, the funds stored
+    with CaptureQueriesContext(connection) as ctx:
+        order = _send_one(account, monkeypatch, order_type="limit", price="101")
+    # Each account transaction that changes state saves the account's stream sequences once.
+    writes = [q["sql"] for q in ctx.captured_queries if q["sql"].startswith('UPDATE "brokers_brokeraccount" SET "orders_seq"')]
+    assert len(writes) == 2  # the order's write, then its answer and fill together (was three: the answer, then the fill)
+    assert (order.status, order.filled_qty, order.broker_order_id) == (OrderStatus.FILLED, 1, order.broker_order_id or "missing")
+    # The fill booked once, the answer noted on the order it filled, as before.
+    assert [e.kind for e in OrderEvent.objects.filter(order=order).order_by("pk")] == ["created", "fill", "transition", "broker_answer"]
+    assert Deal.objects.filter(order=order).count() == 1
+    position = Position.objects.get(account=account, symbol="AAA", status="open")
+    assert position.qty == 2 == sum(Deal.objects.filter(position=position).values_list("qty", flat=True))
+    # The funds after the fill: the venue's book as committed, without reloading it.
+    from brokers.paper.selectors import paper_funds
+    from brokers.paper.store import _kept
+
+    _kept.book = None  # the book as a fresh reader loads it
+    projection = FundsProjection.objects.get(account=account)
+    assert projection.buying_power == paper_funds(account_id=account.pk).buying_power
+    account.refresh_from_db()
+    for channel, counter in (("orders", account.orders_seq), ("positions", account.positions_seq), ("funds", account.funds_seq)):
+        assert published[f"{channel}:{account.pk}"] == list(range(1, counter + 1)), channel
+
+
+def test_a_fill_delivered_with_the_answer_is_booked_even_when_recording_the_answer_fails(alice, published, monkeypatch):
+    from oms.services import send as send_services
+
+    def broken(**kwargs):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(send_services, "orders_answers_and_fills_apply", broken)
+    account = broker_account_create(owner=alice, label="paper")
+    with pytest.raises(RuntimeError):
+        _send_one(account, monkeypatch, order_type="market")
+    # The venue filled it: the fill is delivered as before and booked once; the order follows its fill.
+    [order] = Order.objects.filter(account=account)
+    assert (order.status, order.filled_qty) == (OrderStatus.FILLED, 1)
+    assert Deal.objects.filter(order=order).count() == 1
+    assert Position.objects.get(account=account, symbol="AAA").qty == 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
 
@@ -31,7 +32,7 @@ from brokers.models import BrokerAccount
 from brokers.registry import broker_for
 from core.masking import mask_secrets
 from oms.models import Deal, DealKind, Order, OrderEvent, OrderStatus, Source
-from oms.services.lifecycle import order_apply_broker_status, order_settle
+from oms.services.lifecycle import BrokerAnswer, order_apply_broker_status, order_settle, orders_answers_record, orders_apply_answers
 from oms.services.positions import OpenPositions, position_book_deal
 from oms.services.tx import AccountTx
 
@@ -50,15 +51,20 @@ def _booked_trade_ids(account_id: int, trade_ids: set[str]) -> set[str]:
 
 
 class _FilledOrders:
-    """The account's orders a batch of fills names, in one query, found as
-    ``order_find`` finds them (by the broker's order id, else by our client
-    order id) and kept current as the batch books them."""
+    """The account's orders a batch of fills names, found as ``order_find``
+    finds them (by the broker's order id, else by our client order id) and
+    kept current as the batch books them: ``known`` (orders the caller read
+    under the lock) first, the others in one query."""
 
-    def __init__(self, account_id: int, fills: list[Fill]) -> None:
+    def __init__(self, account_id: int, fills: list[Fill], known: Iterable[Order] = ()) -> None:
         self.by_broker_id: dict[str, Order] = {}
         self.by_client_id: dict[str, Order] = {}
-        broker_ids = sorted({f.broker_order_id for f in fills if f.broker_order_id})
-        client_ids = sorted({f.client_order_id for f in fills if f.client_order_id})
+        for order in known:
+            self.link(order)
+        # A client order id is unique per account, so a known order is the one its fills name.
+        unknown = [f for f in fills if self.find(f) is None]
+        broker_ids = sorted({f.broker_order_id for f in unknown if f.broker_order_id})
+        client_ids = sorted({f.client_order_id for f in unknown if f.client_order_id})
         if not broker_ids and not client_ids:
             return
         # Newest first (Meta.ordering), as order_find's .first() picks.
@@ -88,8 +94,27 @@ def fills_apply(account_id: int, fills: list[Fill], source: str = Source.BROKER)
     fills before it left. Returns the new deals (none for a replay)."""
     if not fills:
         return []
+    return _fills_and_answers_book(account_id, fills, (), source)
+
+
+def orders_answers_and_fills_apply(*, account_id: int, answers: Sequence[BrokerAnswer], fills: list[Fill]) -> list[Deal]:
+    """The broker's answers to the send of some of one account's orders and
+    the fills it reported with them (a venue that fills at once), in one
+    transaction under one account lock: each fill booked exactly once as
+    ``fills_apply`` books it, then each answer recorded as
+    ``orders_apply_answers`` records it (the order the venue's after-commit
+    delivery gave them before: fills, then the answer, which notes itself on
+    an order its fills made final). Returns the new deals."""
+    if not fills:
+        orders_apply_answers(account_id=account_id, answers=answers)
+        return []
+    return _fills_and_answers_book(account_id, fills, answers, Source.BROKER)
+
+
+def _fills_and_answers_book(account_id: int, fills: list[Fill], answers: Sequence[BrokerAnswer], source: str) -> list[Deal]:
     trade_ids = {f.broker_trade_id for f in fills}
     todo: list[Fill] = []
+    deals: list[Deal] = []
     try:
         with AccountTx(account_id) as tx:
             # Under the lock: a concurrent delivery cannot book one meanwhile.
@@ -98,24 +123,32 @@ def fills_apply(account_id: int, fills: list[Fill], source: str = Source.BROKER)
                 if fill.broker_trade_id not in seen:
                     seen.add(fill.broker_trade_id)
                     todo.append(fill)
-            if not todo:
+            if not todo and not answers:
                 return []
-            orders = _FilledOrders(account_id, todo)
-            named = [(f, orders.find(f)) for f in todo]
-            positions = OpenPositions(tx.account, symbols={f.symbol for f in todo}, position_ids={o.position_id for _, o in named if o})
-            deals = []
+            answered = Order.objects.filter(account_id=account_id).in_bulk([a.order_id for a in answers]) if answers else {}
             with tx.bulk():
-                for fill, _ in named:
-                    order = orders.find(fill)  # a fill before may have linked the broker's id
-                    deals.append(_fill_book(tx, fill, order, positions, source))
-                    if order is not None:
-                        orders.link(order)
-            tx.funds_changed()
+                if todo:
+                    orders = _FilledOrders(account_id, todo, answered.values())
+                    named = [(f, orders.find(f)) for f in todo]
+                    positions = OpenPositions(
+                        tx.account, symbols={f.symbol for f in todo}, position_ids={o.position_id for _, o in named if o}
+                    )
+                    for fill, _ in named:
+                        order = orders.find(fill)  # a fill before may have linked the broker's id
+                        deals.append(_fill_book(tx, fill, order, positions, source))
+                        if order is not None:
+                            orders.link(order)
+                # The same instances the fills moved: one row write per order.
+                orders_answers_record(tx, answered, answers, source=Source.BROKER)
+            if todo:
+                tx.funds_changed()
     except IntegrityError:
         # Only the (account, broker trade id) constraint makes this a duplicate:
         # a concurrent booking of the same trades, committed now. Any other
-        # violation is a bug or a broken fill and must not vanish.
+        # violation is a bug or a broken fill and must not vanish. The
+        # answers rolled back with them: recorded on their own.
         if _booked_trade_ids(account_id, {f.broker_trade_id for f in todo}) == {f.broker_trade_id for f in todo}:
+            orders_apply_answers(account_id=account_id, answers=answers)
             return []
         logger.exception("fills %s of account %s not booked", [f.broker_trade_id for f in todo], account_id)
         raise

@@ -189,17 +189,22 @@ def orders_apply_answers(*, account_id: int, answers: Sequence[BrokerAnswer], so
     if not answers:
         return
     with AccountTx(account_id) as tx, tx.bulk():
-        orders = Order.objects.in_bulk([a.order_id for a in answers])
-        for answer in answers:
-            order = orders[answer.order_id]
-            named = bool(answer.broker_order_id) and not order.broker_order_id
-            if named:
-                order.broker_order_id = answer.broker_order_id
-            before = order.status
-            _note_late_answer(order, answer.payload, answer.message, source, tx)
-            order_settle(tx, order, answer.status, source=source, message=answer.message, payload=answer.payload)
-            if named and order.status == before:  # no transition saved it
-                tx.order_save(order, update_fields=["broker_order_id", "updated_at"])
+        orders_answers_record(tx, Order.objects.in_bulk([a.order_id for a in answers]), answers, source=source)
+
+
+def orders_answers_record(tx: AccountTx, orders: dict[int, Order], answers: Sequence[BrokerAnswer], *, source: str) -> None:
+    """Record ``answers`` on ``orders`` (by id, read under ``tx``'s lock;
+    the caller holds ``tx.bulk()``)."""
+    for answer in answers:
+        order = orders[answer.order_id]
+        named = bool(answer.broker_order_id) and not order.broker_order_id
+        if named:
+            order.broker_order_id = answer.broker_order_id
+        before = order.status
+        _note_late_answer(order, answer.payload, answer.message, source, tx)
+        order_settle(tx, order, answer.status, source=source, message=answer.message, payload=answer.payload)
+        if named and order.status == before:  # no transition saved it
+            tx.order_save(order, update_fields=["broker_order_id", "updated_at"])
 
 
 def order_apply_broker_status(*, account_id: int, status: BrokerOrderStatus, source: str = Source.BROKER) -> Order | None:

@@ -33,12 +33,12 @@ from brokers.base import (
 )
 from brokers.locks import LockNotAcquired, named_lock
 from brokers.models import LOGIN_REQUIRED, AccountStatus, BrokerAccount
-from brokers.registry import adapter_registered, broker_for
+from brokers.registry import adapter_registered, broker_for, deliveries_held
 from brokers.services import broker_account_status
 from oms.errors import BrokerNotConfigured, Conflict, InvalidInput, TradingDisabled
 from oms.models import Order, OrderEvent, OrderStatus
 from oms.services.enqueue import enqueue_submit
-from oms.services.fills import progress_pending_apply
+from oms.services.fills import orders_answers_and_fills_apply, progress_pending_apply
 from oms.services.funds import funds_buying_power
 from oms.services.lifecycle import BrokerAnswer, orders_apply_answers
 from oms.services.order_rate import OrderRateTake, order_rate_check_size, order_rate_give_back, order_rate_take
@@ -331,13 +331,36 @@ def _account_orders_submit(orders: list[Order], claimed_at: datetime) -> list[Su
         # was sent, and retrying every sweep cannot succeed. Say so on the orders.
         orders_apply_answers(account_id=account.pk, answers=[BrokerAnswer(i, OrderStatus.REJECTED, message=exc.message) for i in ids])
         return [SubmitOutcome(i, sent=False) for i in ids]
-    answers: list[OrderAck | BrokerError]
-    try:
-        broker = broker_for(account)
-        cumulative = broker.capabilities.cumulative_fills
-        answers = place_orders(broker, [order_request(o) for o in orders])
-    except BrokerError as exc:  # no adapter (not sent), or an adapter's batch answer that does not add up
-        answers, cumulative = [exc] * len(orders), False
+    # The fills a venue delivers inside the call (after its own commit: the
+    # paper venue's immediate match) are booked with the answers, in one
+    # account transaction; whatever is not booked here is delivered as usual
+    # when the block ends, an exception included.
+    with deliveries_held() as held:
+        answers: list[OrderAck | BrokerError]
+        try:
+            broker = broker_for(account)
+            cumulative = broker.capabilities.cumulative_fills
+            answers = place_orders(broker, [order_request(o) for o in orders])
+        except BrokerError as exc:  # no adapter (not sent), or an adapter's batch answer that does not add up
+            answers, cumulative = [exc] * len(orders), False
+        recorded, retry = _answers_recorded(ids, answers)
+        if retry:
+            # Surely not sent: release the claims so a retry (or the sweeper) sends
+            # them; only our own claims (a sweeper that took one over owns it now).
+            Order.objects.filter(pk__in=retry, status=OrderStatus.PENDING_NEW, sent_at=claimed_at).update(sent_at=None)
+        fills = held.fills(account.pk)
+        orders_answers_and_fills_apply(account_id=account.pk, answers=recorded, fills=fills)
+        held.fills_taken(account.pk)
+    if cumulative:
+        for done in recorded:
+            # A fill notice that outran this answer waited for the link it makes.
+            progress_pending_apply(account_id=account.pk, broker_order_id=done.broker_order_id)
+    retrying = set(retry)
+    return [SubmitOutcome(i, sent=i not in retrying, retry=i in retrying) for i in ids]
+
+
+def _answers_recorded(ids: list[int], answers: Sequence[OrderAck | BrokerError]) -> tuple[list[BrokerAnswer], list[int]]:
+    """What to record of each order's answer, and the orders surely not sent (to retry)."""
     recorded: list[BrokerAnswer] = []
     retry: list[int] = []
     for order_id, answer in zip(ids, answers, strict=True):
@@ -357,14 +380,4 @@ def _account_orders_submit(orders: list[Order], claimed_at: datetime) -> list[Su
             retry.append(order_id)
         else:
             recorded.append(BrokerAnswer(order_id, OrderStatus.UNKNOWN, message=answer.message or "Broker error.", payload=answer.raw))
-    if retry:
-        # Surely not sent: release the claims so a retry (or the sweeper) sends
-        # them; only our own claims (a sweeper that took one over owns it now).
-        Order.objects.filter(pk__in=retry, status=OrderStatus.PENDING_NEW, sent_at=claimed_at).update(sent_at=None)
-    orders_apply_answers(account_id=account.pk, answers=recorded)
-    if cumulative:
-        for done in recorded:
-            # A fill notice that outran this answer waited for the link it makes.
-            progress_pending_apply(account_id=account.pk, broker_order_id=done.broker_order_id)
-    retrying = set(retry)
-    return [SubmitOutcome(i, sent=i not in retrying, retry=i in retrying) for i in ids]
+    return recorded, retry
