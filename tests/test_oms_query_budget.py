@@ -35,8 +35,12 @@ CHANGE = 11
 ORDERS_LIST = 2
 SUBMIT_ONE_RESTING = 19  # was 24 (21 before the venue's totals, 20 before the instrument cache)
 SUBMIT_BATCH = 19  # resting orders, any size (was 19 + 2 per order: each order's update and event)
-SUBMIT_AND_BOOK_FILL = 43  # a marketable order: sent, filled, the deal and the position booked (was 55)
-SUBMIT_AND_BOOK_BATCH = 40  # marketable orders into an open position, any size (was about 12 more per fill)
+SUBMIT_AND_BOOK_FILL = 39  # a marketable order: sent, filled, the deal and the position booked (was 55, then 43)
+# The same on real commits (BEGIN and COMMIT counted), as a worker runs it: the
+# answer and the fill in one account transaction, the funds from the book the
+# venue saved (was 38: the answer and the fill in two, the book reloaded).
+SUBMIT_AND_BOOK_FILL_COMMITTED = 29
+SUBMIT_AND_BOOK_BATCH = 36  # marketable orders into an open position, any size (was about 12 more per fill, then 40)
 
 
 @pytest.fixture(autouse=True)
@@ -180,3 +184,26 @@ def test_a_marketable_batch_is_sent_and_its_fills_booked_in_a_fixed_budget_whate
     position = Position.objects.get(account=account, symbol=SYMBOL, status="open")
     assert position.qty == 63 == sum(Deal.objects.filter(position=position).values_list("qty", flat=True))
     assert counts == [SUBMIT_AND_BOOK_BATCH] * 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_real_commits_a_marketable_order_is_sent_and_booked_in_its_budget(alice, alice_api, monkeypatch):
+    # Committed transactions run their after-commit steps at once, as in a worker:
+    # the venue's fill reaches the send, which books it with the answer.
+    enqueued: list[list[int]] = []
+    monkeypatch.setattr("oms.services.send.enqueue_submit", enqueued.append)
+    account = broker_account_create(owner=alice, label="paper")
+    for _ in range(2):  # warm: the position is open, the funds stored
+        response = alice_api.post(f"/api/v1/accounts/{account.pk}/orders", _limit("101"), format="json")
+        assert response.status_code == 202
+        orders_submit_task.delay(enqueued.pop())
+    response = alice_api.post(f"/api/v1/accounts/{account.pk}/orders", _limit("101"), format="json")
+    order_id = response.json()["order_id"]
+    with CaptureQueriesContext(connection) as ctx:
+        orders_submit_task.delay(enqueued.pop())
+    assert len(ctx.captured_queries) == SUBMIT_AND_BOOK_FILL_COMMITTED
+    order = Order.objects.get(pk=order_id)
+    assert (order.status, order.filled_qty) == ("filled", 1)
+    assert Deal.objects.filter(order=order).count() == 1
+    position = Position.objects.get(account=account, symbol=SYMBOL, status="open")
+    assert position.qty == 3 == sum(Deal.objects.filter(position=position).values_list("qty", flat=True))

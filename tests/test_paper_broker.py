@@ -247,6 +247,44 @@ def test_funds_positions_and_holdings_at_the_latest_quotes(broker):
     assert (holding.symbol, holding.qty, holding.last_price) == ("PAPL", D(10), D(110))
 
 
+def test_funds_right_after_a_change_come_from_the_saved_book_while_it_is_current(broker, account):
+    from brokers.paper import store
+
+    def fresh():  # as a reader that saved nothing loads them
+        store._kept.book = None
+        return broker.funds()
+
+    put_quote("99.99", "100.00")
+    broker.place_order(req("buy", "10", cid="k1"))
+    with CaptureQueriesContext(connection) as ctx:
+        kept = broker.funds()
+    assert len(ctx.captured_queries) == 1  # the book's version, no lock and no reload
+    assert kept == fresh()
+    broker.place_order(req("buy", "10", "limit", cid="k2", price="90.00"))  # rests: its reservation counts
+    assert broker.funds() == fresh()
+
+    # Another process changes the book: the kept one is stale and not used.
+    def deposit() -> None:
+        try:
+            services.paper_ledger_adjust(account_id=account.pk, currency="USD", amount=D(1000), now=NOW)
+        finally:
+            connection.close()
+
+    broker.place_order(req("buy", "1", cid="k3"))
+    before = broker.funds()
+    worker = threading.Thread(target=deposit)
+    worker.start()
+    worker.join()
+    assert broker.funds().cash == before.cash + 1000
+    # A change that rolls back is never kept.
+    broker.place_order(req("buy", "1", cid="k4"))
+    before = broker.funds()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        broker.place_order(req("buy", "5", cid="k5"))
+        raise RuntimeError("rolled back")
+    assert broker.funds() == before == fresh()
+
+
 def test_buying_power_counts_orders_resting_on_other_symbols_exactly(account, settings):
     # 1,000,100 = 1.0001 * 1,000,000: with the 1 bps fee, orders of 1,000,000
     # notional in all use up the buying power to the cent.

@@ -29,6 +29,11 @@ class PaperAccount(models.Model):
     # [reserved, remaining qty]}} as decimal strings. A change of a few
     # orders reads these instead of summing every resting order.
     working_totals = models.JSONField(default=dict, blank=True)
+    # Drawn anew (random, 63 bits) by every change of the book (store.book_save,
+    # a symbol's rename): a book kept from a save is current while this is
+    # unchanged. Random, not a counter, so that a rolled-back save (or a test
+    # database rolled back, where ids return) never meets a kept book's value.
+    version = models.PositiveBigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

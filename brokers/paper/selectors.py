@@ -11,9 +11,10 @@ from django.db import transaction
 from django.db.models import QuerySet
 
 from brokers.paper.book import MARGIN_PRODUCT_TYPES, FundsView, Order
+from brokers.paper.engine import PaperEngine
 from brokers.paper.models import LedgerEntryKind, PaperFill, PaperLedgerEntry, PaperOrder, PaperPosition
 from brokers.paper.services import engine_rates_refresh, paper_account_lock
-from brokers.paper.store import book_load, order_from_row
+from brokers.paper.store import book_kept, book_load, order_from_row
 from core.filters import IsoDateTimeFilter
 from marketdata.models import Instrument
 from marketdata.quotes import quotes_get
@@ -98,15 +99,22 @@ def paper_funds(*, account_id: int) -> FundsView:
     """Balances per currency; cash, equity, margin and buying power in the base
     currency, positions valued at the latest quotes and currencies at the latest
     FX rates (the last known when stale). Read under the book's lock so
-    balances, positions and reservations agree."""
+    balances, positions and reservations agree; or, when this thread has
+    just saved the book and it has not changed since (``store.book_kept``),
+    from that book without a reload."""
+    kept = book_kept(account_id)
+    if kept is not None:
+        return _funds_of(kept)
     with transaction.atomic():
         # No order is needed, only the sum of their reservations (order margin).
-        book = book_load(paper_account_lock(account_id=account_id), orders_of=())
-        engine = book.engine
-        held = [symbol for symbol, p in engine.positions.items() if p.qty]
-        marks = {symbol: q.last for symbol, q in quotes_get(held).items()}
-        engine_rates_refresh(engine, allow_stale=True)
-        return engine.funds(marks)
+        return _funds_of(book_load(paper_account_lock(account_id=account_id), orders_of=()).engine)
+
+
+def _funds_of(engine: PaperEngine) -> FundsView:
+    held = [symbol for symbol, p in engine.positions.items() if p.qty]
+    marks = {symbol: q.last for symbol, q in quotes_get(held).items()}
+    engine_rates_refresh(engine, allow_stale=True)
+    return engine.funds(marks)
 
 
 def paper_ledger_entries(*, account_id: int) -> QuerySet[PaperLedgerEntry]:

@@ -35,7 +35,7 @@ from brokers.paper.book import DEPOSIT, Event, FillEvent, LedgerEntry, Order, Or
 from brokers.paper.engine import PaperEngine
 from brokers.paper.ledger import LedgerRefused
 from brokers.paper.models import PaperAccount, PaperBalance, PaperLedgerEntry, PaperOrder
-from brokers.paper.store import book_load, book_save, order_from_row, to_datetime
+from brokers.paper.store import book_keep, book_load, book_save, order_from_row, to_datetime
 from brokers.registry import deliver_fills, deliver_order_updates
 from core.exceptions import InvalidInput
 from marketdata.fx import fx_rates
@@ -159,6 +159,7 @@ def _run(
     events = operation(book.engine)
     book.engine.cover_debits(now)
     book_save(book, now)
+    book_keep(paper, book.engine)  # before the report: the funds after its fills read it
     _report_after_commit(paper.pk, book.engine, events)
     return book.engine
 

@@ -9,6 +9,8 @@ Callers hold the PaperAccount row lock (services.py) from load to save.
 
 from __future__ import annotations
 
+import secrets
+import threading
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 
 from brokers.paper.book import WORKING, ZERO, Changes, EngineConfig, InstrumentSpec, MarketState, Order, Position
@@ -364,7 +367,8 @@ def book_save(book: LoadedBook, now: float) -> Changes:
             unique_fields=["account", "currency"],
             update_fields=["amount", "updated_at"],
         )
-    fields = ["cash", "fees_paid", "next_order_no", "next_trade_no", "updated_at"]
+    fields = ["cash", "fees_paid", "next_order_no", "next_trade_no", "version", "updated_at"]
+    paper.version = book_version_new()
     if changes.orders:
         _totals_update(book, changes.orders)
         paper.working_totals = totals_to_json(book.totals)
@@ -378,3 +382,39 @@ def book_save(book: LoadedBook, now: float) -> Changes:
         fields.append("market_state")
     paper.save(update_fields=fields)
     return changes
+
+
+def book_version_new() -> int:
+    """A new value for ``PaperAccount.version`` (see there)."""
+    return secrets.randbits(63)
+
+
+# The last book this thread saved and saw committed: (account id, version, engine).
+_kept = threading.local()
+
+
+def book_keep(paper: PaperAccount, engine: PaperEngine) -> None:
+    """Keep ``engine`` (the book just saved by ``book_save``) as this
+    thread's last saved book once the surrounding transaction commits (a
+    rolled-back save is never kept): ``book_kept`` answers it while the
+    stored book has not changed since, so a read right after a change (the
+    funds after a fill) needs no reload. One book per thread."""
+    account_id, version = paper.pk, paper.version
+
+    def keep() -> None:
+        _kept.book = (account_id, version, engine)
+
+    transaction.on_commit(keep)
+
+
+def book_kept(account_id: int) -> PaperEngine | None:
+    """This thread's kept book of ``account_id`` if the stored book is still
+    that version (one query, no lock: a committed version is the whole book
+    at that point), else None. The engine is shared: use it to read."""
+    kept: tuple[int, int, PaperEngine] | None = getattr(_kept, "book", None)
+    if kept is None or kept[0] != account_id:
+        return None
+    if PaperAccount.objects.filter(pk=account_id).values_list("version", flat=True).first() != kept[1]:
+        _kept.book = None
+        return None
+    return kept[2]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.db.models import Q
 
 from brokers.paper.models import PaperAccount, PaperFill, PaperOrder, PaperPosition
+from brokers.paper.store import book_version_new
 
 
 def paper_symbol_rename(old: str, new: str) -> dict[str, int]:
@@ -26,8 +27,8 @@ def paper_symbol_rename(old: str, new: str) -> dict[str, int]:
                 state = dict(getattr(paper, name))
                 state[new] = state.pop(old)
                 renamed[name] = state
-        if renamed:
-            PaperAccount.objects.filter(pk=paper.pk).update(**renamed)
+        # Every locked book changes (its orders, fills or positions below): a kept book is stale.
+        PaperAccount.objects.filter(pk=paper.pk).update(**renamed, version=book_version_new())
     return {
         "paper orders": PaperOrder.objects.filter(symbol=old).update(symbol=new),
         "paper fills": PaperFill.objects.filter(symbol=old).update(symbol=new),
