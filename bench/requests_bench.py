@@ -85,6 +85,11 @@ SERVERS = {
     ],
 }
 POOL_MODES = {"no pool": {"DB_POOL": "false"}, "pool": {"DB_POOL": "true"}}
+# Another checkout's code (a "before" figure), served side by side in the same
+# run as the setup "<server>:pool-before" (the same database: /me reads keys only).
+BEFORE_ROOT = os.environ.get("REQUESTS_BENCH_BEFORE_ROOT")
+if BEFORE_ROOT:
+    POOL_MODES["pool-before"] = POOL_MODES["pool"]
 SERVER_ENV = {
     "DJANGO_SETTINGS_MODULE": "bench.settings",
     "RUN_LOOPS_IN_PROCESS": "false",
@@ -136,9 +141,9 @@ def _setup() -> str:
     return key
 
 
-def _start(name: str, cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+def _start(name: str, cmd: list[str], env: dict[str, str], log: Path, root: Path = ROOT) -> subprocess.Popen:
     with open(log, "wb") as out:
-        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 class Client:
@@ -310,7 +315,8 @@ def main() -> None:
             log = results_dir / f"requests-{server}-{mode.replace(' ', '_')}.log"
             # Each server names its connections, so they can be counted apart.
             env = base_env | POOL_MODES[mode] | {"DATABASE_URL": _with_application_name(database_url, _server_name(server, mode))}
-            procs[(server, mode)] = (_start(server, SERVERS[server](port), env, log), port)
+            root = Path(BEFORE_ROOT) if BEFORE_ROOT and mode == "pool-before" else ROOT
+            procs[(server, mode)] = (_start(server, SERVERS[server](port), env, log, root), port)
         for (server, mode), (proc, port) in procs.items():
             wait_http(f"http://127.0.0.1:{port}/api/v1/health/live", proc, results_dir / f"requests-{server}-{mode.replace(' ', '_')}.log")
 
