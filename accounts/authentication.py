@@ -6,8 +6,7 @@ from rest_framework import authentication, exceptions, throttling
 from rest_framework.request import Request
 
 from accounts.models import ApiKey, User
-from accounts.services import api_key_authenticate_counted
-from core.throttling import rate_hit_counted, user_rate_of
+from accounts.services import api_key_authenticate_from
 
 API_KEY_HEADER = "X-API-Key"
 
@@ -22,16 +21,9 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         # DRF's notion of the client address (REMOTE_ADDR, or X-Forwarded-For
         # behind NUM_PROXIES trusted proxies), as its throttles use.
         address = throttling.BaseThrottle().get_ident(request)
-        # The view's user throttle is counted in the round trip that reads the
-        # address's failed authentications (its throttle step uses that hit).
-        user_rate = user_rate_of((request.parser_context or {}).get("view"))
-        api_key, hit = api_key_authenticate_counted(raw_key=raw, address=address, user_rate=user_rate)
+        api_key = api_key_authenticate_from(raw_key=raw, address=address)
         if api_key is None:
             raise exceptions.AuthenticationFailed("Invalid, revoked or expired API key.")
-        if hit is not None:
-            rate = user_rate(api_key.user)
-            assert rate is not None
-            rate_hit_counted(request, rate[0], hit)
         return api_key.user, api_key
 
     def authenticate_header(self, request: Request) -> str:

@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -17,7 +16,7 @@ from django.utils import timezone
 from accounts.models import ApiKey, ApiKeyScope, User
 from accounts.revocation import credentials_revoked_notify
 from core.exceptions import Forbidden, InvalidInput, NotFound, Throttled
-from core.ratelimit import Hit, parse_rate, rate_count, rate_count_then_hit, rate_hit
+from core.ratelimit import parse_rate, rate_count, rate_hit
 
 logger = logging.getLogger(__name__)
 
@@ -231,42 +230,25 @@ def api_key_authenticate_from(*, raw_key: str, address: str) -> ApiKey | None:
     are counted (``THROTTLE_AUTH_FAILURES``): past the limit every attempt from
     that address, right or wrong, raises ``Throttled`` until the window ends, so
     guessing keys costs a window per few guesses."""
-    return api_key_authenticate_counted(raw_key=raw_key, address=address)[0]
-
-
-def api_key_authenticate_counted(
-    *, raw_key: str, address: str, user_rate: Callable[[User], tuple[str, int] | None] | None = None
-) -> tuple[ApiKey | None, Hit | None]:
-    """``api_key_authenticate_from``, and for a good key one hit on the rate
-    ``user_rate(user)`` names ((key, period): the request's user throttle) in
-    the same round trip as the read of the address's failure count: the key,
-    and the hit (None when none was counted). The key is looked up first, so
-    a throttled address's attempts cost a query, and answer ``Throttled``
-    right or wrong as before."""
     limit, period = parse_rate(settings.THROTTLE_AUTH_FAILURES)
     counter = f"auth_failures:{address}"
+    try:
+        seen = rate_count(counter)
+    except Exception:  # the shared counter (Redis) is down: keys are still checked
+        logger.warning("auth failure counter unavailable", exc_info=True)
+        return api_key_authenticate(raw_key=raw_key)
+    if seen.count >= limit:
+        raise Throttled("Too many failed authentications from this address.", retry_after=seen.retry_after)
     api_key = api_key_authenticate(raw_key=raw_key)
     if api_key is None:
         try:
-            failed = rate_hit(counter, period)
-        except Exception:  # the shared counter (Redis) is down: keys are still checked
+            hit = rate_hit(counter, period)
+        except Exception:
             logger.warning("auth failure counter unavailable", exc_info=True)
-            return None, None
-        if failed.count > limit:
-            raise Throttled("Too many failed authentications from this address.", retry_after=failed.retry_after)
-        return None, None
-    rate = user_rate(api_key.user) if user_rate is not None else None
-    try:
-        if rate is None:
-            seen, hit = rate_count(counter), None
-        else:
-            seen, hit = rate_count_then_hit(counter, limit, *rate)
-    except Exception:
-        logger.warning("auth failure counter unavailable", exc_info=True)
-        return api_key, None
-    if seen.count >= limit:
-        raise Throttled("Too many failed authentications from this address.", retry_after=seen.retry_after)
-    return api_key, hit
+            return None
+        if hit.count > limit:
+            raise Throttled("Too many failed authentications from this address.", retry_after=hit.retry_after)
+    return api_key
 
 
 def _touch_last_used(api_key: ApiKey) -> None:

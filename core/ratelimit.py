@@ -52,19 +52,6 @@ end
 return 0
 """
 
-# One round trip: the count of KEYS[1]'s window (as rate_count) and, unless
-# it has reached ARGV[1], one hit on KEYS[2] in its window of ARGV[2] seconds
-# (as _HIT_SCRIPT). Returns {count, its PTTL, hit count or -1, its PTTL}.
-_COUNT_THEN_HIT_SCRIPT = """
-local seen = tonumber(redis.call('GET', KEYS[1]) or '0')
-if seen >= tonumber(ARGV[1]) then
-  return {seen, redis.call('PTTL', KEYS[1]), -1, -1}
-end
-redis.call('SET', KEYS[2], 0, 'EX', ARGV[2], 'NX')
-local count = redis.call('INCR', KEYS[2])
-return {seen, 0, count, redis.call('PTTL', KEYS[2])}
-"""
-
 # The embedded default's local-memory cache makes each call atomic, not a
 # read-then-increment: takes in this process are serialized here.
 _local_take_lock = threading.Lock()
@@ -165,30 +152,6 @@ def rate_count(key: str) -> Hit:
         return Hit(count=int(count or 0), retry_after=_seconds(int(ttl_ms) / 1000 if ttl_ms and int(ttl_ms) > 0 else 1))
     ends = cache.get(key + ":ends")
     return Hit(count=int(cache.get(key) or 0), retry_after=_seconds(ends - time.time() if ends else 1))
-
-
-@functools.cache
-def _redis_count_then_hit():  # type: ignore[no-untyped-def]
-    client, _ = _redis()
-    return client.register_script(_COUNT_THEN_HIT_SCRIPT)
-
-
-def rate_count_then_hit(count_key: str, limit: int, hit_key: str, period: int) -> tuple[Hit, Hit | None]:
-    """``rate_count(count_key)`` and, unless that count has reached ``limit``,
-    ``rate_hit(hit_key, period)``, in one round trip (an authenticated
-    request's failed-authentication count and its user's throttle): the
-    count, and the hit or None when nothing was counted."""
-    if not settings.REDIS_URL:
-        seen = rate_count(count_key)
-        return seen, None if seen.count >= limit else rate_hit(hit_key, period)
-    script = _redis_count_then_hit()
-    seen_count, seen_ttl_ms, count, ttl_ms = (
-        int(v) for v in script(keys=[KEY_PREFIX + count_key, KEY_PREFIX + hit_key], args=[limit, period])
-    )
-    counted = Hit(count=seen_count, retry_after=_seconds(seen_ttl_ms / 1000 if seen_ttl_ms > 0 else 1))
-    if count < 0:
-        return counted, None
-    return counted, Hit(count=count, retry_after=_seconds(ttl_ms / 1000 if ttl_ms > 0 else period))
 
 
 def parse_rate(rate: str) -> tuple[int, int]:

@@ -4,7 +4,6 @@ DRF kind (anonymous, user, scope), all counting the same way."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from rest_framework import throttling
@@ -12,7 +11,7 @@ from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 
 from core.exceptions import DomainError
-from core.ratelimit import Hit, parse_rate, rate_hit
+from core.ratelimit import parse_rate, rate_hit
 
 logger = logging.getLogger(__name__)
 
@@ -27,34 +26,6 @@ class ThrottleUnavailable(DomainError):
     def __init__(self, message: str | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("retry_after", self.RETRY_AFTER)
         super().__init__(message, **kwargs)
-
-
-# Hits counted for this request before its throttles ran (by the API-key
-# authentication, in the round trip that reads the address's failures), by
-# throttle key: the throttle uses its hit instead of counting again.
-COUNTED_ATTR = "rate_hits_counted"
-
-
-def rate_hit_counted(request: Request, key: str, hit: Hit) -> None:
-    """Record that ``key`` was already hit once for ``request`` (``hit``)."""
-    counted: dict[str, Hit] | None = getattr(request, COUNTED_ATTR, None)
-    if counted is None:
-        counted = {}
-        setattr(request, COUNTED_ATTR, counted)
-    counted[key] = hit
-
-
-def user_rate_of(view: Any) -> Callable[[Any], tuple[str, int] | None]:
-    """For the view's user throttle (``UserRateThrottle``), the (key, period)
-    it counts for a user; None for a view without one."""
-    throttle = next((t for t in view.get_throttles() if isinstance(t, UserRateThrottle)), None) if view is not None else None
-
-    def rate(user: Any) -> tuple[str, int] | None:
-        if throttle is None or throttle.rate is None or throttle.duration is None:
-            return None
-        return throttle.cache_format % {"scope": throttle.scope, "ident": user.pk}, throttle.duration
-
-    return rate
 
 
 class _AtomicRate(throttling.SimpleRateThrottle):
@@ -74,9 +45,8 @@ class _AtomicRate(throttling.SimpleRateThrottle):
         if self.key is None:
             return True
         assert self.num_requests is not None and self.duration is not None
-        counted: dict[str, Hit] = getattr(request, COUNTED_ATTR, None) or {}
         try:
-            hit = counted.pop(self.key, None) or rate_hit(self.key, self.duration)
+            hit = rate_hit(self.key, self.duration)
         except Exception:
             # The shared counter (Redis) is down: reads go on, writes wait.
             logger.warning("rate counter unavailable", exc_info=True)

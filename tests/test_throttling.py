@@ -56,48 +56,6 @@ def test_successful_authentications_are_not_counted(alice_key):
     assert {client.get("/api/v1/me").status_code for _ in range(10)} == {200}
 
 
-def test_the_user_throttle_holds_for_api_key_requests_and_counts_each_once(alice_key, monkeypatch):
-    from core.ratelimit import rate_reset
-    from core.throttling import UserRateThrottle
-
-    # DRF reads the rates once, into the class.
-    monkeypatch.setattr(UserRateThrottle, "THROTTLE_RATES", {**UserRateThrottle.THROTTLE_RATES, "user": "3/min"})
-    client = APIClient(REMOTE_ADDR="203.0.113.11")
-    client.credentials(HTTP_X_API_KEY=alice_key)
-    key = ApiKey.objects.get(prefix=alice_key.split("_")[1])
-    rate_reset(f"throttle_user_{key.user_id}")
-    try:
-        codes = [client.get("/api/v1/me").status_code for _ in range(4)]
-    finally:
-        rate_reset(f"throttle_user_{key.user_id}")
-    assert codes == [200, 200, 200, 429]  # three allowed: each request counted once, not twice
-
-
-def test_an_api_key_request_reads_its_counters_in_one_redis_round_trip(alice_key, settings):
-    """The address's failed authentications and the user throttle: one call."""
-    if not settings.REDIS_URL:
-        pytest.skip("the shared counters are Redis's in the production mode")
-    from core.redis_client import redis_client
-
-    client = redis_client()
-    calls: list[str] = []
-    real = client.execute_command
-
-    def counting(*args, **kwargs):
-        calls.append(str(args[0]))
-        return real(*args, **kwargs)
-
-    api = APIClient(REMOTE_ADDR="203.0.113.12")
-    api.credentials(HTTP_X_API_KEY=alice_key)
-    assert api.get("/api/v1/me").status_code == 200  # scripts loaded
-    client.execute_command = counting
-    try:
-        assert api.get("/api/v1/me").status_code == 200
-    finally:
-        del client.execute_command
-    assert calls == ["EVALSHA"]  # was GET, then EVALSHA
-
-
 @pytest.mark.server
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_key_creation_never_passes_the_rate(server_tmp, alice):
