@@ -53,16 +53,26 @@ def _booked_trade_ids(account_id: int, trade_ids: set[str]) -> set[str]:
 class _FilledOrders:
     """The account's orders a batch of fills names, found as ``order_find``
     finds them (by the broker's order id, else by our client order id) and
-    kept current as the batch books them: ``known`` (orders the caller read
-    under the lock) first, the others in one query."""
+    kept current as the batch books them. ``known`` (orders the caller read
+    under the lock, each with the broker order id the broker's answer gave
+    it, if any) are linked first; the fills they do not name exactly (by that
+    broker order id, or by client order id for a fill without one) are looked
+    up in one query."""
 
-    def __init__(self, account_id: int, fills: list[Fill], known: Iterable[Order] = ()) -> None:
+    def __init__(self, account_id: int, fills: list[Fill], known: Iterable[tuple[Order, str]] = ()) -> None:
         self.by_broker_id: dict[str, Order] = {}
         self.by_client_id: dict[str, Order] = {}
-        for order in known:
+        instances: dict[int, Order] = {}
+        for order, answered_id in known:
+            instances[order.pk] = order
+            if answered_id:
+                self.by_broker_id.setdefault(answered_id, order)
             self.link(order)
-        # A client order id is unique per account, so a known order is the one its fills name.
-        unknown = [f for f in fills if self.find(f) is None]
+        unknown = [
+            f
+            for f in fills
+            if not (f.broker_order_id in self.by_broker_id if f.broker_order_id else f.client_order_id in self.by_client_id)
+        ]
         broker_ids = sorted({f.broker_order_id for f in unknown if f.broker_order_id})
         client_ids = sorted({f.client_order_id for f in unknown if f.client_order_id})
         if not broker_ids and not client_ids:
@@ -71,7 +81,7 @@ class _FilledOrders:
         for order in Order.objects.filter(account_id=account_id).filter(
             Q(broker_order_id__in=broker_ids) | Q(client_order_id__in=client_ids)
         ):
-            self.link(order)
+            self.link(instances.get(order.pk, order))  # one instance per row
 
     def link(self, order: Order) -> None:
         if order.broker_order_id:
@@ -128,7 +138,8 @@ def _fills_and_answers_book(account_id: int, fills: list[Fill], answers: Sequenc
             answered = Order.objects.filter(account_id=account_id).in_bulk([a.order_id for a in answers]) if answers else {}
             with tx.bulk():
                 if todo:
-                    orders = _FilledOrders(account_id, todo, answered.values())
+                    known = [(answered[a.order_id], a.broker_order_id) for a in answers if a.order_id in answered]
+                    orders = _FilledOrders(account_id, todo, known)
                     named = [(f, orders.find(f)) for f in todo]
                     positions = OpenPositions(
                         tx.account, symbols={f.symbol for f in todo}, position_ids={o.position_id for _, o in named if o}
