@@ -6,8 +6,9 @@
 Everything runs on its own: a private redis-server on a free port, the
 benchmark's own PostgreSQL database (``LOAD_BENCH_DB``, default
 ``terminal_bench_load``, created and migrated), uvicorn as the Procfile's
-``web`` line runs it, one Celery worker, and for the soak the marketdata
-process (``run_loops``: the simulator at full speed).
+``web`` line runs it, one Celery worker, and for the soak Celery beat (the
+database scheduler's periodic tasks) and the marketdata process
+(``run_loops``: the simulator at full speed).
 
 * load: at each level, that many clients (asyncio, one paper account each)
   send ``--orders`` marketable orders one after the other; an order counts
@@ -17,12 +18,17 @@ process (``run_loops``: the simulator at full speed).
   never 500: the run fails on a 500).
 * soak: ``--soak-clients`` WebSocket clients subscribed to the simulator's
   quotes for ``--soak-seconds`` (``--long``: 500 clients for 30 minutes),
-  reporting every process's RSS at the start and the end, updates received,
+  reporting every process's RSS (web, worker, beat, marketdata, redis) every
+  ``--rss-interval`` seconds, with a verdict per process: flat when its
+  growth over the second half (least squares) is at most
+  ``--flat-mb-per-min``; updates received,
   updates out of order (quotes are conflated: skipped seqs are by design),
   error frames by code and early closes, and the p99 of
   an update's age on arrival.
 
 Writes ``bench/results/load.json`` and prints it. Stops by itself.
+``--tracemalloc DIR`` runs the Python processes under ``bench/tracemalloc_run.py``
+(slower: a diagnosis, not a figure), each writing where its memory grew.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -49,7 +56,9 @@ from bench.database import bench_database_url, bench_django_setup  # noqa: E402
 
 SYMBOL = "BENCH:LOAD"
 SOAK_SYMBOLS = ("AAPL", "MSFT", "BTC/USDT")  # the simulator's; BTC/USDT trades around the clock
-BOOK_TIMEOUT = 300.0
+# A round fails when no order of it was booked for this long (a stall, not a
+# slow machine: 1,500 orders at a few per second take longer than any fixed deadline).
+BOOK_STALL_TIMEOUT = 120.0
 
 
 def _free_port() -> int:
@@ -85,8 +94,9 @@ def _percentile(values: list[float], q: float) -> float:
 class Stack:
     """Private Redis, uvicorn, a Celery worker and (optional) run_loops."""
 
-    def __init__(self, database_url: str, logs: Path, *, loops: bool) -> None:
+    def __init__(self, database_url: str, logs: Path, *, loops: bool, tracemalloc: Path | None = None) -> None:
         self.logs, self.procs = logs, {}
+        self.tracemalloc = tracemalloc
         self.redis_port, self.port = _free_port(), _free_port()
         self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CELERY_")}
@@ -107,6 +117,12 @@ class Stack:
 
     def _spawn(self, name: str, cmd: list[str], **extra: str) -> None:
         out = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 (kept open for the process)
+        if self.tracemalloc is not None and name != "redis":
+            # Bench only: the process under tracemalloc, its growth written to <dir>/<name>.txt.
+            wrapper = [sys.executable, str(ROOT / "bench" / "tracemalloc_run.py"), str(self.tracemalloc / f"{name}.txt")]
+            cmd = cmd[1:] if cmd[0] == sys.executable else cmd  # the wrapper runs the script
+            wrapper += ["--interval", os.environ.get("TRACEMALLOC_INTERVAL", "60"), "--start-file", str(self.tracemalloc / "start")]
+            cmd = [*wrapper, "--", *cmd]
         self.procs[name] = subprocess.Popen(cmd, cwd=ROOT, env={**self.env, **extra}, stdout=out, stderr=subprocess.STDOUT)
 
     def start_redis(self) -> None:
@@ -127,6 +143,9 @@ class Stack:
         worker = [str(bin_dir / "celery"), "-A", "config", "worker", "--pool=solo", "--without-gossip", "--without-mingle", "-l", "WARNING"]
         self._spawn("worker", worker, DB_POOL_MAX_SIZE="2")
         if self.loops:
+            schedule = str(self.logs / "beat-schedule")
+            beat = [str(bin_dir / "celery"), "-A", "config", "beat", "-l", "WARNING", "--schedule", schedule]
+            self._spawn("beat", [*beat, "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"], DB_POOL_MAX_SIZE="1")
             self._spawn("marketdata", [sys.executable, "manage.py", "run_loops"], DB_POOL_MAX_SIZE="6")
         deadline = time.monotonic() + 300  # a loaded machine starts slowly
         while True:
@@ -207,11 +226,14 @@ def load_round(stack: Stack, key: str, accounts: list[int], orders: int) -> dict
     started = time.monotonic()
     cids = asyncio.run(run())
     posted = time.monotonic() - started
-    deadline = time.monotonic() + BOOK_TIMEOUT
-    while _booked(cids) < len(cids):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{len(cids) - _booked(cids)} of {len(cids)} orders not booked in {BOOK_TIMEOUT}s")
-        time.sleep(0.01)
+    booked, progress_at = 0, time.monotonic()
+    while booked < len(cids):
+        time.sleep(0.05)
+        now_booked = _booked(cids)
+        if now_booked > booked:
+            booked, progress_at = now_booked, time.monotonic()
+        elif time.monotonic() - progress_at > BOOK_STALL_TIMEOUT:
+            raise RuntimeError(f"{len(cids) - booked} of {len(cids)} orders not booked: none booked for {BOOK_STALL_TIMEOUT}s")
     elapsed = time.monotonic() - started
     from brokers.paper.models import PaperOrder
 
@@ -252,6 +274,7 @@ def run_load(stack: Stack, user, key: str, levels: list[int], rounds: int, order
             "p99_ms": round(statistics.median(r["p99_ms"] for r in results), 1),
             "error_rate": round(statistics.median(r["error_rate"] for r in results), 4),
             "statuses": statuses,
+            "loadavg_1m": round(os.getloadavg()[0], 2),  # the machine, shared with other work
         }
         assert "500" not in statuses
         print(json.dumps(row), flush=True)
@@ -318,19 +341,95 @@ async def _soak(url: str, key: str, clients: int, seconds: float) -> dict:
     }
 
 
-def run_soak(stack: Stack, key: str, clients: int, seconds: float) -> dict:
+class RssSampler(threading.Thread):
+    """Every process's RSS every ``interval`` seconds, from the soak's start."""
+
+    def __init__(self, stack: Stack, interval: float) -> None:
+        super().__init__(name="rss-sampler", daemon=True)
+        self.stack, self.interval = stack, interval
+        self.samples: list[dict] = []
+        self.stop = threading.Event()
+        self.started = time.monotonic()
+
+    def sample(self) -> None:
+        self.samples.append({"t": round(time.monotonic() - self.started, 1), "rss_mb": self.stack.rss()})
+
+    def run(self) -> None:
+        self.sample()
+        while not self.stop.wait(self.interval):
+            self.sample()
+
+    def finish(self) -> list[dict]:
+        self.stop.set()
+        self.join()
+        self.sample()
+        return self.samples
+
+
+def _slope_mb_per_min(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, MB) points, in MB per minute."""
+    if len(points) < 2:
+        return float("nan")
+    mean_t = statistics.fmean(t for t, _ in points)
+    mean_v = statistics.fmean(v for _, v in points)
+    var = sum((t - mean_t) ** 2 for t, _ in points)
+    if var == 0:
+        return float("nan")
+    return 60 * sum((t - mean_t) * (v - mean_v) for t, v in points) / var
+
+
+def rss_verdict(samples: list[dict], flat_mb_per_min: float) -> dict[str, dict]:
+    """Per process: RSS at the start, the middle and the end, the peak, the
+    growth over each half, and whether memory is flat after warm-up: the
+    least-squares slope over the second half at most ``flat_mb_per_min``."""
+    if not samples:
+        return {}
+    end_t = samples[-1]["t"]
+    names = [n for n in samples[-1]["rss_mb"] if all(n in s["rss_mb"] for s in samples)]
+    out = {}
+    for name in names:
+        series = [(s["t"], s["rss_mb"][name]) for s in samples]
+        mid = min(series, key=lambda p: abs(p[0] - end_t / 2))
+        first_half = [p for p in series if p[0] <= end_t / 2]
+        second_half = [p for p in series if p[0] >= end_t / 2]
+        slope = _slope_mb_per_min(second_half)
+        out[name] = {
+            "start": series[0][1],
+            "mid": mid[1],
+            "end": series[-1][1],
+            "max": max(v for _, v in series),
+            "growth_first_half_mb": round(mid[1] - series[0][1], 1),
+            "growth_second_half_mb": round(series[-1][1] - mid[1], 1),
+            "first_half_mb_per_min": round(_slope_mb_per_min(first_half), 2),
+            "second_half_mb_per_min": round(slope, 2),
+            "flat": bool(slope <= flat_mb_per_min),
+        }
+    return out
+
+
+def run_soak(stack: Stack, key: str, clients: int, seconds: float, rss_interval: float, flat_mb_per_min: float) -> dict:
     time.sleep(3)  # the simulator's first ticks
-    before = stack.rss()
+    sampler = RssSampler(stack, rss_interval)
+    sampler.start()
+    if stack.tracemalloc is not None:
+        # Tracing starts once the clients are connected and the first updates are through.
+        threading.Timer(min(60.0, seconds / 4), (stack.tracemalloc / "start").touch).start()
     result = asyncio.run(_soak(f"ws://127.0.0.1:{stack.port}/api/v1/ws", key, clients, seconds))
-    after = stack.rss()
+    samples = sampler.finish()
+    before, after = samples[0]["rss_mb"], samples[-1]["rss_mb"]
+    verdict = rss_verdict(samples, flat_mb_per_min)
     result |= {
         "clients": clients,
         "seconds": seconds,
         "rss_mb_start": before,
         "rss_mb_end": after,
         "rss_growth_mb": {k: round(after[k] - before[k], 1) for k in after if k in before},
+        "rss_flat_mb_per_min": flat_mb_per_min,
+        "rss_verdict": verdict,
+        "rss_all_flat": all(v["flat"] for v in verdict.values()),
+        "rss_samples": samples,
     }
-    print(json.dumps(result), flush=True)
+    print(json.dumps({k: v for k, v in result.items() if k != "rss_samples"}), flush=True)
     return result
 
 
@@ -342,6 +441,13 @@ def main() -> None:
     parser.add_argument("--soak-seconds", type=float, default=60.0)
     parser.add_argument("--soak-clients", type=int, default=100)
     parser.add_argument("--long", action="store_true", help="the long soak: 500 clients for 30 minutes")
+    parser.add_argument("--rss-interval", type=float, default=30.0, help="seconds between RSS samples in the soak")
+    parser.add_argument(
+        "--flat-mb-per-min", type=float, default=0.3, help="the most RSS growth over the soak's second half still called flat"
+    )
+    parser.add_argument(
+        "--tracemalloc", metavar="DIR", help="run web, worker, beat and marketdata under tracemalloc; their growth to DIR/<name>.txt"
+    )
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument("--skip-soak", action="store_true")
     args = parser.parse_args()
@@ -352,7 +458,11 @@ def main() -> None:
 
     logs = Path(tempfile.mkdtemp(prefix="load-bench-"))
     database_url = bench_database_url(os.environ.get("LOAD_BENCH_DB", "terminal_bench_load"), program="load_bench")
-    stack = Stack(database_url, logs, loops=not args.skip_soak)
+    tracemalloc = Path(args.tracemalloc).resolve() if args.tracemalloc else None
+    if tracemalloc is not None:
+        tracemalloc.mkdir(parents=True, exist_ok=True)
+        (tracemalloc / "start").unlink(missing_ok=True)
+    stack = Stack(database_url, logs, loops=not args.skip_soak, tracemalloc=tracemalloc)
     stack.start_redis()
     # This process's cache (the quote the keeper writes) is the stack's Redis.
     os.environ["REDIS_URL"] = stack.redis_url
@@ -375,7 +485,7 @@ def _main(args: argparse.Namespace, stack: Stack, logs: Path) -> None:
     user = user_create(email=f"load-{uuid.uuid4().hex[:8]}@example.com", password=uuid.uuid4().hex)
     key = api_key_create(user=user, name="load", scope="trade").key
 
-    report: dict = {"python": sys.version.split()[0], "cpus": os.cpu_count(), "logs": str(logs)}
+    report: dict = {"python": sys.version.split()[0], "cpus": os.cpu_count(), "logs": str(logs), "loadavg_start": os.getloadavg()}
     stack.start()
     if not args.skip_load:
         from bench.order_e2e_bench import QuoteKeeper
@@ -384,8 +494,9 @@ def _main(args: argparse.Namespace, stack: Stack, logs: Path) -> None:
         report["load"] = run_load(stack, user, key, [int(x) for x in args.levels.split(",")], args.rounds, args.orders)
         keeper.stop.set()
     if not args.skip_soak:
-        report["soak"] = run_soak(stack, key, args.soak_clients, args.soak_seconds)
+        report["soak"] = run_soak(stack, key, args.soak_clients, args.soak_seconds, args.rss_interval, args.flat_mb_per_min)
     report["rss_mb_end"] = stack.rss()
+    report["loadavg_end"] = os.getloadavg()
     out = ROOT / "bench" / "results" / "load.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
