@@ -126,6 +126,19 @@ def _origin_allowed(origin: str, host: str, scheme: str = "http") -> bool:
     return origin.rstrip("/").lower() in allowed
 
 
+def _forget_channel(layer: Any, channel_name: str) -> None:
+    """Drop what the channel layer keeps in this process for a consumer's own
+    channel once the consumer is gone. channels-redis buffers messages per
+    channel in ``receive_buffer`` (a defaultdict) and deletes a channel's entry
+    when its read is cancelled while waiting, but not when the read cancelled
+    was the one fetching for every channel of the process (holding its receive
+    lock): that entry, an empty queue, stayed for ever, one per connection that
+    closed while it held the lock. The channel name is never used again."""
+    buffers = getattr(layer, "receive_buffer", None)
+    if isinstance(buffers, dict):
+        buffers.pop(channel_name, None)
+
+
 class GatewayConsumer(AsyncWebsocketConsumer):
     user: User | None
     api_key: ApiKey | None
@@ -149,8 +162,11 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         self.outbox: collections.deque[str | _Close] = collections.deque()
         self.outbox_ready = asyncio.Event()
         self.base_send = send
-        with contextlib.suppress(StopConsumer):
-            await await_many_dispatch([receive, self._resilient_receive], self.dispatch)
+        try:
+            with contextlib.suppress(StopConsumer):
+                await await_many_dispatch([receive, self._resilient_receive], self.dispatch)
+        finally:
+            _forget_channel(self.channel_layer, self.channel_name)
 
     async def _resilient_receive(self) -> dict[str, Any]:
         delay = 0.2

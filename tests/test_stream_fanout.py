@@ -233,3 +233,55 @@ def test_a_batch_held_by_publishing_batched_goes_out_as_one_message_per_channel_
     assert seen_a == seen_b == list(range(11, 21))  # every frame, in order, each its own update
     assert sorted(sent) == [one, other]  # one publish per channel
     assert received == 2
+
+
+def test_clients_that_come_and_go_leave_nothing_behind_in_the_process(alice_key, settings):
+    """A soak keeps its clients connected; a real server sees them come and go.
+    Every connect/subscribe/disconnect must give back what it took: the hub's
+    members and groups, the subscriber counts, the channel layer's per-channel
+    buffers and the event loop's tasks stay where they were after 3 rounds of
+    20 clients (a leak here grows with every reconnect, for ever)."""
+    from streams.subscribers import subscriber_totals
+
+    settings.WS_HEARTBEAT_INTERVAL = 600  # the test's clients answer no ping, however slow the machine
+    channel = "fanouttest:churn"
+
+    def layer_channels(layer: Any) -> int:
+        # Per-channel state the layer keeps in this process: the in-memory
+        # layer's queues, channels-redis's receive buffers.
+        return len(getattr(layer, "channels", None) or getattr(layer, "receive_buffer", {}))
+
+    async def scenario() -> list[tuple[int, int, int, int, int]]:
+        layer = get_channel_layer()
+        COUNTER.seq = 0
+        after_each_round = []
+        for round_ in range(3):
+            clients = [await _open(alice_key) for _ in range(10)]
+            for comm in clients:
+                await _subscribe(comm, channel)
+            await apublish(channel, round_ + 1, {"n": round_ + 1})
+            for comm in clients:
+                assert await _updates(comm, 1) == [round_ + 1]
+            COUNTER.seq = round_ + 1
+            for comm in clients:
+                await comm.disconnect(timeout=TIMEOUT)
+            await asyncio.sleep(0.2)  # cancelled reads finish unwinding
+            hub = hub_for(layer)
+            totals = await database_sync_to_async(subscriber_totals)()
+            after_each_round.append(
+                (
+                    sum(len(m) for m in hub.members.values()) + len(hub.joined),
+                    totals.get(channel, 0) + totals.get("ws-connections:gateway", 0),
+                    await _group_members(layer, group_for(channel)),
+                    layer_channels(layer),
+                    len(asyncio.all_tasks()),
+                )
+            )
+        return after_each_round
+
+    rounds = run(scenario())
+    hub_state, counts, group_members, _, _ = rounds[-1]
+    assert (hub_state, counts, group_members) == (0, 0, 0), rounds
+    # The layer's per-channel state and the loop's tasks do not grow with the rounds.
+    assert rounds[-1][3] <= rounds[0][3], rounds
+    assert rounds[-1][4] <= rounds[0][4], rounds
