@@ -285,7 +285,7 @@ def run_load(stack: Stack, user, key: str, levels: list[int], rounds: int, order
 # --- soak ---------------------------------------------------------------------------------------
 
 
-async def _soak(url: str, key: str, clients: int, seconds: float) -> dict:
+async def _soak(url: str, key: str, clients: int, seconds: float, ramp: float) -> dict:
     import websockets
 
     received, gaps, errors, closes, ages = 0, 0, 0, 0, []
@@ -327,9 +327,10 @@ async def _soak(url: str, key: str, clients: int, seconds: float) -> dict:
             closes += 1
 
     tasks = []
-    for start in range(0, clients, 50):  # connect in waves
-        tasks += [asyncio.create_task(one(n)) for n in range(start, min(clients, start + 50))]
-        await asyncio.sleep(0.2)
+    waves = max(1, -(-clients // 10))
+    for start in range(0, clients, 10):  # connect in waves of 10 over ramp seconds
+        tasks += [asyncio.create_task(one(n)) for n in range(start, min(clients, start + 10))]
+        await asyncio.sleep(ramp / waves)
     await asyncio.gather(*tasks)
     return {
         "updates_received": received,
@@ -407,20 +408,21 @@ def rss_verdict(samples: list[dict], flat_mb_per_min: float) -> dict[str, dict]:
     return out
 
 
-def run_soak(stack: Stack, key: str, clients: int, seconds: float, rss_interval: float, flat_mb_per_min: float) -> dict:
+def run_soak(stack: Stack, key: str, clients: int, seconds: float, ramp: float, rss_interval: float, flat_mb_per_min: float) -> dict:
     time.sleep(3)  # the simulator's first ticks
     sampler = RssSampler(stack, rss_interval)
     sampler.start()
     if stack.tracemalloc is not None:
         # Tracing starts once the clients are connected and the first updates are through.
         threading.Timer(min(60.0, seconds / 4), (stack.tracemalloc / "start").touch).start()
-    result = asyncio.run(_soak(f"ws://127.0.0.1:{stack.port}/api/v1/ws", key, clients, seconds))
+    result = asyncio.run(_soak(f"ws://127.0.0.1:{stack.port}/api/v1/ws", key, clients, seconds, ramp))
     samples = sampler.finish()
     before, after = samples[0]["rss_mb"], samples[-1]["rss_mb"]
     verdict = rss_verdict(samples, flat_mb_per_min)
     result |= {
         "clients": clients,
         "seconds": seconds,
+        "ramp_seconds": ramp,
         "rss_mb_start": before,
         "rss_mb_end": after,
         "rss_growth_mb": {k: round(after[k] - before[k], 1) for k in after if k in before},
@@ -441,6 +443,7 @@ def main() -> None:
     parser.add_argument("--soak-seconds", type=float, default=60.0)
     parser.add_argument("--soak-clients", type=int, default=100)
     parser.add_argument("--long", action="store_true", help="the long soak: 500 clients for 30 minutes")
+    parser.add_argument("--ramp-seconds", type=float, default=60.0, help="the soak's clients connect in waves of 10 over this many seconds")
     parser.add_argument("--rss-interval", type=float, default=30.0, help="seconds between RSS samples in the soak")
     parser.add_argument(
         "--flat-mb-per-min", type=float, default=0.3, help="the most RSS growth over the soak's second half still called flat"
@@ -494,7 +497,9 @@ def _main(args: argparse.Namespace, stack: Stack, logs: Path) -> None:
         report["load"] = run_load(stack, user, key, [int(x) for x in args.levels.split(",")], args.rounds, args.orders)
         keeper.stop.set()
     if not args.skip_soak:
-        report["soak"] = run_soak(stack, key, args.soak_clients, args.soak_seconds, args.rss_interval, args.flat_mb_per_min)
+        report["soak"] = run_soak(
+            stack, key, args.soak_clients, args.soak_seconds, args.ramp_seconds, args.rss_interval, args.flat_mb_per_min
+        )
     report["rss_mb_end"] = stack.rss()
     report["loadavg_end"] = os.getloadavg()
     out = ROOT / "bench" / "results" / "load.json"
