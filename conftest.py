@@ -226,7 +226,9 @@ def pytest_collection_modifyitems(config, items):
     wanted = config.getoption("markexpr") or ""
     for item in items:
         for marker in LONG_RUN_MARKERS:
-            if marker in item.keywords and marker not in wanted:
+            # The marker itself: ``item.keywords`` also holds the names of the
+            # test's parents, the checkout's directory among them.
+            if item.get_closest_marker(marker) is not None and marker not in wanted:
                 item.add_marker(pytest.mark.skip(reason=f"long run: pytest -m {marker}"))
     if not settings.PRODUCTION_SERVICES:
         return
