@@ -18,6 +18,7 @@ database scheduler's periodic tasks) and the marketdata process
   never 500: the run fails on a 500).
 * soak: ``--soak-clients`` WebSocket clients subscribed to the simulator's
   quotes for ``--soak-seconds`` (``--long``: 500 clients for 30 minutes),
+  connecting in waves of 10 over ``--ramp-seconds``,
   reporting every process's RSS (web, worker, beat, marketdata, redis) every
   ``--rss-interval`` seconds, with a verdict per process: flat when its
   growth over the second half (least squares) is at most
